@@ -2,6 +2,9 @@
 
 RECORD_VERSION = 1
 MAX_RECORD_BYTES = 64 * 1024  # whole wire form; gossip frames must stay under 64 KiB
+# Gossip message = record + pubsub envelope (a few hundred bytes) inside one 64 KiB Yamux frame;
+# larger records are valid but travel by sync only.
+MAX_GOSSIP_RECORD_BYTES = 60 * 1024
 MAX_FUTURE_SKEW_MS = 10 * 60 * 1000  # created_ms may be at most this far ahead of our clock
 MAX_CREATED_MS = 2**53  # keeps timestamps exact in JSON and other languages' doubles
 MAX_TAGS = 32
@@ -30,3 +33,7 @@ MAX_DOC_SIZE = 2**44  # 16 TiB: far beyond the 200 MB documents we expect, well 
 CHUNK_SIZE = 256 * 1024
 MIN_CHUNK_SIZE = 16 * 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
+MAX_MANIFEST_CHUNKS = 2**16  # chunks per document: one manifest must fit in one transfer frame
+# canonical msgpack [size, chunk_size, [hash, ...]]: array header + uint64 + uint32 + array32 header
+# + per hash a bin8 header (2 bytes) and 32 bytes
+MAX_MANIFEST_BYTES = 1 + 9 + 5 + 5 + MAX_MANIFEST_CHUNKS * (2 + 32)

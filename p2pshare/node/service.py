@@ -1,0 +1,447 @@
+"""The Node: one process that owns a data dir and wires library, host, gossip and control API.
+
+Everything blocking (SQLite, hashing, file copies) runs on one worker thread at a time through
+``self.blocking``, so the trio thread only moves bytes and never stalls the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+
+from p2pshare import __version__
+from p2pshare.control.errors import ControlError
+from p2pshare.control.server import ControlServer
+from p2pshare.node.api import LibraryApi, identity_view
+from p2pshare.node.config import Config
+from p2pshare.node.gossip import PEER_FAULT_REASONS, Gossip, GossipError
+from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
+from p2pshare.node.library import Library, LibraryError
+from p2pshare.node.store import IngestResult
+from p2pshare.protocol.bundles import BundleError
+from p2pshare.protocol.communities import normalise_community
+from p2pshare.protocol.control_wire import ErrorCode
+from p2pshare.protocol.invites import Invite, InviteError, decode_invite, encode_invite
+from p2pshare.protocol.reasons import Reason
+from p2pshare.protocol.records import Record, now_ms
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EVENTS = (
+    "record-added",
+    "peer-up",
+    "peer-down",
+    "transfer-progress",
+    "transfer-done",
+    "transfer-failed",
+    "community-joined",
+    "community-left",
+)
+PEER_POLL_INTERVAL = 1.0
+INVALID_THRESHOLD = 20  # invalid items from one peer before we hang up on it
+
+
+@dataclass
+class NodeOptions:
+    listen: Sequence[str]
+    communities: Sequence[str] = ("public",)
+    bootstrap: Sequence[str] = ()
+    gossip: bool = True
+    mdns: bool = True
+    fetch: str = "followed"
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> NodeOptions:
+        options = cls(
+            listen=config.listen,
+            communities=config.communities,
+            bootstrap=config.bootstrap,
+            mdns=config.mdns,
+            fetch=config.fetch,
+        )
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(options, key, value)
+        return options
+
+
+@dataclass
+class NodeCounters:
+    invalid_by_peer: Counter[str] = field(default_factory=Counter)
+    invalid_by_reason: Counter[str] = field(default_factory=Counter)
+    gossip_received: int = 0
+
+
+class Node:
+    """Run with ``await nursery.start(node.run)``; ``node.host`` etc. exist while it runs."""
+
+    def __init__(self, library: Library, options: NodeOptions) -> None:
+        self.library = library
+        self.options = options
+        self.started_ms = now_ms()
+        self.counters = NodeCounters()
+        self.store_limiter = trio.CapacityLimiter(1)
+        self.api = LibraryApi(library, on_published=self._published_from_thread)
+        self.control = ControlServer(self._handlers(), self._hello_info, event_names=EVENTS)
+        self.host: IHost | None = None
+        self.gossip: Gossip | None = None
+        self.communities: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._connected: set[str] = set()
+        self.ready = trio.Event()
+        self._stop = trio.Event()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (used by signal handlers and the ``shutdown`` method)."""
+        self._stop.set()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        identity = self.library.identity
+        async with open_host(identity, self.options.listen) as host, trio.open_nursery() as nursery:
+            self.host, self._nursery = host, nursery
+            try:
+                if self.options.gossip:
+                    self.gossip = Gossip(
+                        host,
+                        on_record=self._on_gossip_record,
+                        policy=self._policy,
+                        on_invalid=self.report_invalid,
+                    )
+                    await nursery.start(self.gossip.run)
+                for community in self.options.communities:
+                    await self.join(community)
+                await nursery.start(
+                    partial(self.control.serve_unix, self.library.data_dir.control_socket)
+                )
+                nursery.start_soon(self._watch_peers)
+                for addr in self.options.bootstrap:
+                    nursery.start_soon(self._dial_quietly, addr)
+                logger.info(
+                    "node %s listening on %s", identity.peer_id, ", ".join(listen_addrs(host))
+                )
+                self.ready.set()
+                task_status.started(self)
+                await self._stop.wait()
+            finally:
+                self.control.close()
+                nursery.cancel_scope.cancel()
+                self.host = self.gossip = self._nursery = None
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run store/blob work on the one worker thread allowed to touch them."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.store_limiter)
+
+    # --- records --------------------------------------------------------------------------------
+
+    def _policy(self, record: Record) -> Reason | None:
+        return Reason.BLOCKED if self.library.store.is_blocked(record.author) else None
+
+    async def _on_gossip_record(self, record: Record, peer_id: str) -> None:
+        self.counters.gossip_received += 1
+        await self.ingest_records([record])
+
+    async def ingest_records(self, records: Sequence[Record]) -> IngestResult:
+        result = await self.blocking(self.library.ingest, list(records))
+        await self._announce(result)
+        return result
+
+    async def ingest_wires(self, wires: Sequence[bytes], peer_id: str) -> IngestResult:
+        """Records from a peer (sync): decoded, verified and stored; bad ones charged to it."""
+        store = self.library.store
+        result = await self.blocking(partial(store.ingest_wire, list(wires), now=now_ms()))
+        self._drop_orphans(result)
+        for reason, count in result.rejected.items():
+            for _ in range(count):
+                self.report_invalid(peer_id, reason)
+        await self._announce(result)
+        return result
+
+    def _drop_orphans(self, result: IngestResult) -> None:
+        for root in result.orphaned_roots:
+            self.library.blobs.delete(root)
+
+    async def _announce(self, result: IngestResult) -> None:
+        if not result.added:
+            return
+        views = await self.blocking(lambda: [self.api.view(r) for r in result.added])
+        for view in views:
+            self.control.publish("record-added", view)
+
+    def _published_from_thread(self, record: Record) -> None:
+        """Called on the worker thread when we made a record: gossip it from the trio side."""
+        if self._token is None:
+            return
+        trio.from_thread.run_sync(self._published, record, trio_token=self._token)
+
+    def _published(self, record: Record) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._gossip_quietly, record)
+            self._nursery.start_soon(self._announce_one, record)
+
+    async def _announce_one(self, record: Record) -> None:
+        view = await self.blocking(self.api.view, record)
+        self.control.publish("record-added", view)
+
+    async def _gossip_quietly(self, record: Record) -> None:
+        if self.gossip is None or record.community not in self.gossip.joined:
+            return
+        try:
+            await self.gossip.publish(record)
+        except GossipError as exc:
+            logger.warning("could not gossip %s: %s", record.kind, exc)
+
+    def report_invalid(self, peer_id: str, reason: Reason | str) -> None:
+        """Count a peer's invalid input; past the threshold of faults, hang up on it.
+
+        Policy refusals (a blocked author, a newer record kind) are counted but are no fault of
+        the peer that passed them on; protocol faults from sync or transfer (plain strings such
+        as ``corrupt-chunk``) and broken records are.
+        """
+        reason_text = reason.value if isinstance(reason, Reason) else str(reason)
+        self.counters.invalid_by_reason[reason_text] += 1
+        logger.info("invalid input from %s: %s", peer_id, reason_text)
+        if isinstance(reason, Reason) and reason not in PEER_FAULT_REASONS:
+            return
+        self.counters.invalid_by_peer[peer_id] += 1
+        if self.counters.invalid_by_peer[peer_id] == INVALID_THRESHOLD and self._nursery:
+            logger.warning("disconnecting %s: %d invalid items", peer_id, INVALID_THRESHOLD)
+            self._nursery.start_soon(self._disconnect, peer_id)
+
+    async def _disconnect(self, peer_id: str) -> None:
+        if self.host is not None:
+            await self.host.disconnect(ID.from_base58(peer_id))
+
+    # --- communities and peers ----------------------------------------------------------------
+
+    async def join(self, community: str) -> str:
+        slug = normalise_community(community)
+        if self.gossip is not None:
+            await self.gossip.join(slug)
+        if slug not in self.communities:
+            self.communities.add(slug)
+            self.control.publish("community-joined", {"community": slug})
+        return slug
+
+    async def leave(self, community: str) -> str:
+        slug = normalise_community(community)
+        if self.gossip is not None:
+            await self.gossip.leave(slug)
+        if slug in self.communities:
+            self.communities.discard(slug)
+            self.control.publish("community-left", {"community": slug})
+        return slug
+
+    async def connect(self, addr: str) -> str:
+        if self.host is None:
+            raise ControlError(ErrorCode.UNAVAILABLE, "the node is not running")
+        try:
+            return await connect(self.host, addr)
+        except ConnectError as exc:
+            raise ControlError(ErrorCode.UNAVAILABLE, str(exc)) from None
+
+    async def _dial_quietly(self, addr: str) -> None:
+        try:
+            await self.connect(addr)
+        except ControlError as exc:
+            logger.warning("bootstrap peer unreachable: %s", exc)
+
+    def connected_peers(self) -> list[str]:
+        if self.host is None:
+            return []
+        return sorted(str(p) for p in self.host.get_connected_peers())
+
+    async def _watch_peers(self) -> None:
+        """Turn connection changes into events; py-libp2p has no simple callback for both."""
+        while True:
+            now = set(self.connected_peers())
+            for peer in sorted(now - self._connected):
+                self.control.publish("peer-up", {"peer_id": peer})
+                self.peer_connected(peer)
+            for peer in sorted(self._connected - now):
+                self.control.publish("peer-down", {"peer_id": peer})
+            self._connected = now
+            await trio.sleep(PEER_POLL_INTERVAL)
+
+    def peer_connected(self, peer_id: str) -> None:
+        """Hook for services that act on new connections (sync, transfer sources)."""
+
+    def invite(self, community: str | None) -> str:
+        if self.host is None:
+            raise ControlError(ErrorCode.UNAVAILABLE, "the node is not running")
+        slug = normalise_community(community or next(iter(sorted(self.communities)), "public"))
+        addrs = [a.rsplit("/p2p/", 1)[0] for a in listen_addrs(self.host)]
+        addrs = [a for a in _shareable(addrs)][:8]
+        return encode_invite(Invite(self.library.identity.public_key, tuple(addrs), slug))
+
+    async def accept_invite(self, code: str) -> dict[str, Any]:
+        try:
+            invite = decode_invite(code)
+        except InviteError as exc:
+            raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        errors = []
+        for addr in invite.dial_addrs():
+            try:
+                peer = await self.connect(addr)
+                break
+            except ControlError as exc:
+                errors.append(str(exc))
+        else:
+            raise ControlError(
+                ErrorCode.UNAVAILABLE,
+                f"could not reach the inviting peer: {'; '.join(errors) or 'no addresses'}",
+            )
+        await self.join(invite.community)
+        return {"peer_id": peer, "community": invite.community}
+
+    # --- control API --------------------------------------------------------------------------
+
+    def _hello_info(self) -> dict[str, Any]:
+        return {"node": f"p2pshare {__version__}", **identity_view(self.library)}
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            name: partial(self._library_call, name) for name in self.api.methods
+        }
+        handlers.update(
+            {
+                "id": self._h_id,
+                "status": self._h_status,
+                "peers": self._h_peers,
+                "connect": self._h_connect,
+                "join": self._h_join,
+                "leave": self._h_leave,
+                "invite": self._h_invite,
+                "shutdown": self._h_shutdown,
+            }
+        )
+        return handlers
+
+    async def _library_call(self, method: str, params: dict[str, Any]) -> Any:
+        try:
+            return await self.blocking(self.api.call, method, params)
+        except LibraryError as exc:
+            raise ControlError(ErrorCode.REFUSED, str(exc)) from None
+        except BundleError as exc:
+            raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        except ValueError as exc:
+            raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise ControlError(ErrorCode.REFUSED, f"{where}{exc.strerror or exc}") from None
+
+    async def _h_id(self, params: dict[str, Any]) -> dict[str, Any]:
+        return identity_view(self.library)
+
+    async def _h_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        counts = await self.blocking(self.api.counts, {})
+        return {
+            **identity_view(self.library),
+            "node": f"p2pshare {__version__}",
+            "pid": os.getpid(),
+            "uptime_s": round((now_ms() - self.started_ms) / 1000, 1),
+            "listen": listen_addrs(self.host) if self.host else [],
+            "connected_peers": len(self.connected_peers()),
+            "communities": sorted(self.communities),
+            "gossip": self.gossip is not None,
+            "records": counts["records"],
+            "documents": counts["documents"],
+            "transfers": [],
+            "invalid_received": sum(self.counters.invalid_by_peer.values()),
+            "data_dir": str(self.library.data_dir.root),
+        }
+
+    async def _h_peers(self, params: dict[str, Any]) -> dict[str, Any]:
+        peers = []
+        for peer in self.connected_peers():
+            peers.append(
+                {
+                    "peer_id": peer,
+                    "connected": True,
+                    "invalid": self.counters.invalid_by_peer.get(peer, 0),
+                }
+            )
+        return {"peers": peers}
+
+    async def _h_connect(self, params: dict[str, Any]) -> dict[str, Any]:
+        addr = params.get("addr")
+        if not isinstance(addr, str):
+            raise ControlError(
+                ErrorCode.INVALID_PARAMS, "give a multiaddr ending in /p2p/<peer id>"
+            )
+        return {"peer_id": await self.connect(addr)}
+
+    async def _h_join(self, params: dict[str, Any]) -> dict[str, Any]:
+        code, community = params.get("code"), params.get("community")
+        if isinstance(code, str):
+            return await self.accept_invite(code)
+        if isinstance(community, str):
+            return {"community": await self._checked(self.join, community)}
+        raise ControlError(ErrorCode.INVALID_PARAMS, "give an invite code or a community name")
+
+    async def _h_leave(self, params: dict[str, Any]) -> dict[str, Any]:
+        community = params.get("community")
+        if not isinstance(community, str):
+            raise ControlError(ErrorCode.INVALID_PARAMS, "give a community name")
+        return {"community": await self._checked(self.leave, community)}
+
+    async def _checked(self, fn: Callable[[str], Any], community: str) -> Any:
+        try:
+            return await fn(community)
+        except ValueError as exc:
+            raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+    async def _h_invite(self, params: dict[str, Any]) -> dict[str, Any]:
+        community = params.get("community")
+        try:
+            code = self.invite(community if isinstance(community, str) else None)
+        except ValueError as exc:
+            raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        return {"code": code}
+
+    async def _h_shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._stop_soon)
+        return {"stopping": True}
+
+    async def _stop_soon(self) -> None:
+        await trio.sleep(0.05)  # let the answer leave before the socket closes
+        self.stop()
+
+
+def _shareable(addrs: Sequence[str]) -> list[str]:
+    """Listen addresses a peer elsewhere could dial: wildcards expanded to this host's IPs."""
+    out: list[str] = []
+    for addr in addrs:
+        if addr.startswith("/ip4/0.0.0.0/"):
+            rest = addr.removeprefix("/ip4/0.0.0.0")
+            out.extend(f"/ip4/{ip}{rest}" for ip in _local_ipv4())
+        else:
+            out.append(addr)
+    return out
+
+
+def _local_ipv4() -> list[str]:
+    ips: list[str] = []
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            ip = str(info[4][0])
+            if ip not in ips and not ip.startswith("127."):
+                ips.append(ip)
+    except OSError:
+        pass
+    return ips or ["127.0.0.1"]
