@@ -363,21 +363,27 @@ def cmd_search(args: argparse.Namespace, b: Backend) -> int:
     return 0
 
 
+def _field(label: str, value: object) -> None:
+    _out(f"{label + ':':<13}{value}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def cmd_show(args: argparse.Namespace, b: Backend) -> int:
     view = b.call("show", id=args.id)
     if args.json:
         _out(json.dumps(view, ensure_ascii=False))
         return 0
-    _out(f"id:        {view['id']}")
-    _out(f"kind:      {view['kind']}")
-    _out(f"author:    {view['author_name']} ({view['author']})")
-    _out(f"created:   {_when(view['created_ms'])}")
-    _out(f"community: {view['community']}")
+    _field("id", view["id"])
+    _field("kind", view["kind"])
+    _field("author", f"{view['author_name']} ({view['author']})")
+    _field("created", _when(view["created_ms"]))
+    _field("community", view["community"])
     for key, value in view["body"].items():
-        if key == "original":
-            continue
-        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
-        _out(f"{key + ':':<11}{shown}")
+        if key != "original":
+            _field(key, ", ".join(str(v) for v in value) if isinstance(value, list) else value)
     link = view.get("original")
     if link:
         _out("chain:")
@@ -385,9 +391,9 @@ def cmd_show(args: argparse.Namespace, b: Backend) -> int:
             _out(f"  {_short(link['id'])} {link['kind']:<7} by {link['author'][-8:]}")
             link = link.get("original")
     if "document" in view:
-        _out(f"document:  {view['document']}")
+        _field("document", view["document"])
         if view.get("path"):
-            _out(f"stored at: {view['path']}")
+            _field("stored at", view["path"])
     return 0
 
 
@@ -400,7 +406,10 @@ def cmd_retract(args: argparse.Namespace, b: Backend) -> int:
 def cmd_export(args: argparse.Namespace, b: Backend) -> int:
     out = Path(args.out).expanduser().resolve()
     result = b.call("export", out=str(out), ids=args.ids)
-    _out(f"Wrote {result['records']} records and {result['documents']} documents to {out}")
+    _out(
+        f"Wrote {_plural(result['records'], 'record')} and "
+        f"{_plural(result['documents'], 'document')} to {out}"
+    )
     return 0
 
 
@@ -408,12 +417,66 @@ def cmd_import(args: argparse.Namespace, b: Backend) -> int:
     path = Path(args.file).expanduser().resolve()
     result = b.call("import", file=str(path))
     _out(
-        f"Imported {result['added']} new records ({result['duplicates']} already here) "
-        f"and {result['documents']} documents from {args.file}"
+        f"Imported {_plural(result['added'], 'new record')} ({result['duplicates']} already "
+        f"here) and {_plural(result['documents'], 'document')} from {args.file}"
     )
     for reason, count in sorted(result["rejected"].items()):
         _out(f"  skipped {count} ({reason})")
     return 0
+
+
+def _progress_line(data: dict[str, Any], width: int = 30) -> str:
+    size = max(1, int(data.get("size", 0)))
+    have = int(data.get("present_bytes", 0))
+    filled = int(width * have / size)
+    rate = float(data.get("rate", 0.0))
+    sources = int(data.get("sources", 0))
+    return (
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {100 * have / size:5.1f}%  "
+        f"{_size(have)} of {_size(size)}  {rate / 1e6:6.1f} MB/s  from {_plural(sources, 'peer')}"
+    )
+
+
+def cmd_get(args: argparse.Namespace, b: Backend) -> int:
+    """Download a document through the node, showing progress; then copy it to -o if asked."""
+    assert isinstance(b, RemoteBackend)
+    client = b.client
+    client.subscribe(["transfer-progress", "transfer-done", "transfer-failed"])
+    started = b.call("get", id=args.id)
+    root = started["root"]
+    if started["state"] != "complete":
+        show_bar = sys.stderr.isatty() or args.progress
+        while True:
+            event = client.next_event(timeout=GET_IDLE_TIMEOUT)
+            if event is None:
+                raise UserError(
+                    f"no progress for {GET_IDLE_TIMEOUT:.0f} s; the download continues in the "
+                    "node — check it with: p2pshare status"
+                )
+            data = event.data if isinstance(event.data, dict) else {}
+            if data.get("root") != root:
+                continue
+            if event.event == "transfer-progress" and show_bar:
+                print(_progress_line(data), end="", file=sys.stderr, flush=True)
+            elif event.event == "transfer-failed":
+                if show_bar:
+                    print(file=sys.stderr)
+                raise UserError(f"download failed: {data.get('error', 'unknown error')}")
+            elif event.event == "transfer-done":
+                if show_bar:
+                    print(
+                        _progress_line({**data, "present_bytes": data.get("size", 0)}),
+                        file=sys.stderr,
+                    )
+                break
+    result = b.call(
+        "save", id=args.id, out=str(Path(args.out).expanduser().resolve()) if args.out else None
+    )
+    _out(f"Saved {started['title']!r} to {result['path']}")
+    return 0
+
+
+GET_IDLE_TIMEOUT = 120.0
 
 
 def cmd_status(args: argparse.Namespace, b: Backend) -> int:
@@ -625,6 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("import", cmd_import, "import an offline bundle (everything is verified first)")
     p.add_argument("file", metavar="FILE")
+
+    p = add("get", cmd_get, "download a document from peers (shows progress)", needs=NODE)
+    p.add_argument("id", metavar="ID", help="the document's record id (or a repost of it)")
+    p.add_argument("-o", "--out", metavar="PATH", help="also copy it here (file or directory)")
+    p.add_argument("--progress", action="store_true", help="draw progress even when not a tty")
 
     p = add("status", cmd_status, "what the running node is doing", needs=NODE)
     p.add_argument("--json", action="store_true")

@@ -70,6 +70,7 @@ class LibraryApi:
             "export": self.export,
             "import": self.import_bundle,
             "counts": self.counts,
+            "save": self.save,
         }
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
@@ -178,6 +179,26 @@ class LibraryApi:
     def counts(self, p: dict[str, Any]) -> dict[str, Any]:
         store = self.library.store
         return {"records": store.count(), "documents": store.count("doc")}
+
+    def save(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Where a complete document is, or a copy of it at ``out`` (a file or a directory)."""
+        lib = self.library
+        record = lib.find(_str(p, "id"))
+        source = root_original(record)
+        if source.kind != DOC:
+            raise LibraryError(f"{record.kind} records have no document to save")
+        root = source.body["root"]
+        if not lib.blobs.is_complete(root):
+            raise LibraryError("the document is not downloaded yet; get it with: p2pshare get ID")
+        out = _opt_str(p, "out")
+        if out is None:
+            return {"path": str(lib.blobs.path_of(root))}
+        destination = Path(out).expanduser()
+        if destination.is_dir():
+            destination = destination / source.body["filename"]
+        if destination.exists():
+            raise LibraryError(f"{destination} already exists; choose another name")
+        return {"path": str(lib.blobs.export(root, destination))}
 
     # --- bundles ----------------------------------------------------------------------------
 

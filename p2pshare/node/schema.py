@@ -44,6 +44,9 @@ _V1 = (
     # Every index costs a few us per ingested record, so there are only these.
     "CREATE INDEX records_by_community ON records (community, created_ms, id)",
     "CREATE INDEX records_by_author ON records (author, kind, created_ms)",
+    # The unfiltered newest-first feed: 340 ms without it at 100k records, ~1 ms with it, and it
+    # is nearly append-only (new records are recent), so it costs little at ingest.
+    "CREATE INDEX records_by_time ON records (created_ms)",
     # follow / unfollow events; the latest per (follower, target) wins.
     """CREATE TABLE follows (
         record INTEGER PRIMARY KEY,

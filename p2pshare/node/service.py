@@ -23,7 +23,7 @@ from p2pshare import __version__
 from p2pshare.control.errors import ControlError
 from p2pshare.control.server import ControlServer
 from p2pshare.node.api import LibraryApi, identity_view
-from p2pshare.node.config import Config
+from p2pshare.node.config import Config, ConfigError, load_config, write_config
 from p2pshare.node.gossip import PEER_FAULT_REASONS, Gossip, GossipError
 from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
 from p2pshare.node.library import Library, LibraryError
@@ -112,6 +112,8 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
         identity = self.library.identity
+        # Signature-checking processes for big sync batches: started now, not on first use.
+        await self.blocking(self.library.store.start_workers)
         async with open_host(identity, self.options.listen) as host, trio.open_nursery() as nursery:
             self.host, self._nursery = host, nursery
             try:
@@ -198,7 +200,9 @@ class Node:
         self.control.publish("record-added", view)
 
     async def _gossip_quietly(self, record: Record) -> None:
-        if self.gossip is None or record.community not in self.gossip.joined:
+        if record.community not in self.communities:
+            await self.join(record.community)  # we publish there, so we are part of it
+        if self.gossip is None:
             return
         try:
             await self.gossip.publish(record)
@@ -235,6 +239,7 @@ class Node:
         if slug not in self.communities:
             self.communities.add(slug)
             self.control.publish("community-joined", {"community": slug})
+            await self.blocking(self._remember_communities)
         return slug
 
     async def leave(self, community: str) -> str:
@@ -244,7 +249,19 @@ class Node:
         if slug in self.communities:
             self.communities.discard(slug)
             self.control.publish("community-left", {"community": slug})
+            await self.blocking(self._remember_communities)
         return slug
+
+    def _remember_communities(self) -> None:
+        """Joins and leaves outlive a restart: they are written to config.toml."""
+        path = self.library.data_dir.config
+        try:
+            config = load_config(path)
+            if set(config.communities) != self.communities:
+                config.communities = sorted(self.communities)
+                write_config(path, config)
+        except (ConfigError, OSError) as exc:
+            logger.warning("could not save communities to %s: %s", path, exc)
 
     async def connect(self, addr: str) -> str:
         if self.host is None:
@@ -280,10 +297,11 @@ class Node:
     def peer_connected(self, peer_id: str) -> None:
         """Hook for services that act on new connections (sync, transfer sources)."""
 
-    def invite(self, community: str | None) -> str:
+    async def invite(self, community: str | None) -> str:
         if self.host is None:
             raise ControlError(ErrorCode.UNAVAILABLE, "the node is not running")
         slug = normalise_community(community or next(iter(sorted(self.communities)), "public"))
+        await self.join(slug)  # inviting people into a community we are not in would strand them
         addrs = [a.rsplit("/p2p/", 1)[0] for a in listen_addrs(self.host)]
         addrs = [a for a in _shareable(addrs)][:8]
         return encode_invite(Invite(self.library.identity.public_key, tuple(addrs), slug))
@@ -408,7 +426,7 @@ class Node:
     async def _h_invite(self, params: dict[str, Any]) -> dict[str, Any]:
         community = params.get("community")
         try:
-            code = self.invite(community if isinstance(community, str) else None)
+            code = await self.invite(community if isinstance(community, str) else None)
         except ValueError as exc:
             raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
         return {"code": code}

@@ -112,7 +112,7 @@ def test_share_list_show_search_round_trip(run_cli: CliRunner, home: Path, guide
     assert [r["id"] for r in found] == [doc["id"]]
     assert _ok(run_cli("search", "nonexistentword")).out == ""
     human = _ok(run_cli("show", str(doc["id"]))).out
-    assert "document:  complete" in human
+    assert "document:    complete" in human
 
 
 def test_same_file_shared_twice_is_one_blob(run_cli: CliRunner, home: Path, guide: Path) -> None:
