@@ -28,12 +28,13 @@ from p2pshare.node.gossip import PEER_FAULT_REASONS, Gossip, GossipError
 from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
 from p2pshare.node.library import Library, LibraryError
 from p2pshare.node.store import IngestResult
+from p2pshare.node.transfer_service import DownloadError, DownloadProgress, TransferService
 from p2pshare.protocol.bundles import BundleError
 from p2pshare.protocol.communities import normalise_community
 from p2pshare.protocol.control_wire import ErrorCode
 from p2pshare.protocol.invites import Invite, InviteError, decode_invite, encode_invite
 from p2pshare.protocol.reasons import Reason
-from p2pshare.protocol.records import Record, now_ms
+from p2pshare.protocol.records import DOC, Record, now_ms, root_original
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,10 +93,13 @@ class Node:
         self.started_ms = now_ms()
         self.counters = NodeCounters()
         self.store_limiter = trio.CapacityLimiter(1)
+        self.blob_limiter = trio.CapacityLimiter(2)  # chunk reads/writes, apart from SQLite
         self.api = LibraryApi(library, on_published=self._published_from_thread)
         self.control = ControlServer(self._handlers(), self._hello_info, event_names=EVENTS)
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
+        self.transfer: TransferService | None = None
+        self._titles: dict[bytes, str] = {}
         self.communities: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -125,6 +129,14 @@ class Node:
                         on_invalid=self.report_invalid,
                     )
                     await nursery.start(self.gossip.run)
+                self.transfer = TransferService(
+                    host,
+                    blobs=self.library.blobs,
+                    blob_limiter=self.blob_limiter,
+                    on_invalid=self.report_invalid,
+                    on_progress=self._on_progress,
+                )
+                self.transfer.start()
                 for community in self.options.communities:
                     await self.join(community)
                 await nursery.start(
@@ -142,7 +154,9 @@ class Node:
             finally:
                 self.control.close()
                 nursery.cancel_scope.cancel()
-                self.host = self.gossip = self._nursery = None
+                if self.transfer is not None:
+                    self.transfer.stop()
+                self.host = self.gossip = self._nursery = self.transfer = None
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run store/blob work on the one worker thread allowed to touch them."""
@@ -183,6 +197,25 @@ class Node:
         views = await self.blocking(lambda: [self.api.view(r) for r in result.added])
         for view in views:
             self.control.publish("record-added", view)
+        wanted = await self.blocking(self._to_fetch, result.added)
+        for source in wanted:
+            self.start_download(source)
+
+    def _to_fetch(self, records: Sequence[Record]) -> list[Record]:
+        """Documents the fetch policy says to download by themselves (config ``fetch``)."""
+        policy = self.options.fetch
+        if policy == "none":
+            return []
+        me = self.library.identity.public_key
+        followed = self.library.store.following(me) | {me}
+        out = []
+        for record in records:
+            source = root_original(record)
+            if source.kind != DOC or self.library.blobs.is_complete(source.body["root"]):
+                continue
+            if policy == "all" or record.author in followed or source.author in followed:
+                out.append(source)
+        return out
 
     def _published_from_thread(self, record: Record) -> None:
         """Called on the worker thread when we made a record: gossip it from the trio side."""
@@ -295,7 +328,92 @@ class Node:
             await trio.sleep(PEER_POLL_INTERVAL)
 
     def peer_connected(self, peer_id: str) -> None:
-        """Hook for services that act on new connections (sync, transfer sources)."""
+        """A new peer may have what we are downloading, or what an interrupted download needs."""
+        if self.transfer is None or self._nursery is None:
+            return
+        for root in self.transfer.downloading():
+            self.transfer.add_source(root, peer_id)
+        self._nursery.start_soon(self._resume_partials)
+
+    async def _resume_partials(self) -> None:
+        """Downloads cut short (a restart, no peer at the time) start again when peers appear."""
+        if self.transfer is None:
+            return
+        running = set(self.transfer.downloading())
+        partial_roots = await self.blocking(self.library.blobs.partial_roots)
+        for root in partial_roots:
+            if root in running:
+                continue
+            records = await self.blocking(self.library.store.doc_records, root)
+            if records:
+                self.start_download(root_original(records[0]))
+
+    # --- documents ----------------------------------------------------------------------------
+
+    def start_download(self, doc: Record) -> bool:
+        """Download a ``doc`` record's document in the background; False if already running."""
+        root = doc.body["root"]
+        if self.transfer is None or self._nursery is None or root in self.transfer.downloading():
+            return False
+        self._titles[root] = doc.body["title"]
+        self._nursery.start_soon(self._download, doc)
+        return True
+
+    async def _download(self, doc: Record) -> None:
+        assert self.transfer is not None
+        body = doc.body
+        root: bytes = body["root"]
+        store = self.library.store
+
+        def mark(state: str) -> None:
+            if store.document(root) is None:
+                store.add_document(root, body["size"], body["chunk_size"], pinned=False)
+            store.set_document_state(root, state)
+
+        peers = [p for p in self.connected_peers()]
+        try:
+            await self.blocking(mark, "partial")
+            if not peers:
+                raise DownloadError(root, "no peer is connected; it resumes when one connects")
+            path = await self.transfer.download(
+                root, peers, size_hint=body["size"], chunk_size=body["chunk_size"]
+            )
+        except DownloadError as exc:
+            logger.warning("download of %s stopped: %s", body["title"], exc)
+            self.control.publish("transfer-failed", {"root": root.hex(), "error": str(exc)})
+            return
+        await self.blocking(mark, "complete")
+        logger.info("downloaded %s (%d bytes)", body["title"], body["size"])
+        self.control.publish(
+            "transfer-done", {"root": root.hex(), "path": str(path), "size": body["size"]}
+        )
+
+    def _on_progress(self, progress: DownloadProgress) -> None:
+        self.control.publish("transfer-progress", self._progress_view(progress))
+
+    def _progress_view(self, progress: DownloadProgress) -> dict[str, Any]:
+        received = sum(s.bytes_received for s in progress.sources.values())
+        return {
+            "root": progress.root.hex(),
+            "title": self._titles.get(progress.root, progress.root.hex()[:12]),
+            "size": progress.size,
+            "present_bytes": progress.present_bytes,
+            "present_chunks": progress.present_chunks,
+            "chunk_count": progress.chunk_count,
+            "percent": round(100 * progress.fraction, 1),
+            "rate": received / progress.elapsed if progress.elapsed > 0 else 0.0,
+            "sources": sum(1 for s in progress.sources.values() if s.chunks_received),
+        }
+
+    def transfers(self) -> list[dict[str, Any]]:
+        if self.transfer is None:
+            return []
+        out = []
+        for root in self.transfer.downloading():
+            progress = self.transfer.progress(root)
+            if progress is not None:
+                out.append(self._progress_view(progress))
+        return out
 
     async def invite(self, community: str | None) -> str:
         if self.host is None:
@@ -345,6 +463,7 @@ class Node:
                 "leave": self._h_leave,
                 "invite": self._h_invite,
                 "shutdown": self._h_shutdown,
+                "get": self._h_get,
             }
         )
         return handlers
@@ -378,7 +497,7 @@ class Node:
             "gossip": self.gossip is not None,
             "records": counts["records"],
             "documents": counts["documents"],
-            "transfers": [],
+            "transfers": self.transfers(),
             "invalid_received": sum(self.counters.invalid_by_peer.values()),
             "data_dir": str(self.library.data_dir.root),
         }
@@ -430,6 +549,29 @@ class Node:
         except ValueError as exc:
             raise ControlError(ErrorCode.INVALID_PARAMS, str(exc)) from None
         return {"code": code}
+
+    async def _h_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        ident = params.get("id")
+        if not isinstance(ident, str):
+            raise ControlError(ErrorCode.INVALID_PARAMS, "give the document's record id")
+        try:
+            record = await self.blocking(self.library.find, ident)
+        except LibraryError as exc:
+            raise ControlError(ErrorCode.NOT_FOUND, str(exc)) from None
+        doc = root_original(record)
+        if doc.kind != DOC:
+            raise ControlError(ErrorCode.INVALID_PARAMS, f"{record.kind} records have no document")
+        root = doc.body["root"]
+        view = {"root": root.hex(), "title": doc.body["title"], "size": doc.body["size"]}
+        if await self.blocking(self.library.blobs.is_complete, root):
+            return {**view, "state": "complete"}
+        if not self.connected_peers():
+            raise ControlError(
+                ErrorCode.UNAVAILABLE,
+                "no peer is connected; connect to one (p2pshare connect / join) and try again",
+            )
+        self.start_download(doc)
+        return {**view, "state": "downloading"}
 
     async def _h_shutdown(self, params: dict[str, Any]) -> dict[str, Any]:
         if self._nursery is not None:
