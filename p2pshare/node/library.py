@@ -164,7 +164,7 @@ class Library:
             "title": title,
             "licence": canonical_licence,
             "mime": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-            "filename": path.name[: L.MAX_FILENAME_CHARS],
+            "filename": _plain_filename(path.name),
             "size": manifest.size,
             "root": manifest.root,
             "chunk_size": manifest.chunk_size,
@@ -298,3 +298,9 @@ class Library:
 
     def record_id_text(self, record: Record) -> str:
         return format_id(record.id)
+
+
+def _plain_filename(name: str) -> str:
+    """The file's name as peers will see it: no control characters, within the limit."""
+    cleaned = "".join(c if c >= " " and c != "\x7f" else "_" for c in name)
+    return cleaned[: L.MAX_FILENAME_CHARS]

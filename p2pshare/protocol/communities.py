@@ -9,7 +9,7 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 
 
 def is_community(slug: str) -> bool:
-    return len(slug) <= MAX_COMMUNITY_CHARS and bool(_SLUG.match(slug))
+    return len(slug) <= MAX_COMMUNITY_CHARS and bool(_SLUG.fullmatch(slug))
 
 
 def normalise_community(text: str) -> str:

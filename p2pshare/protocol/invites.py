@@ -69,6 +69,8 @@ def decode_invite(text: str) -> Invite:
         payload = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
     except (binascii.Error, ValueError):
         raise InviteError("the invite code is damaged (not base32); copy it again") from None
+    if _b32(payload) != body:  # the last digit's spare bits must be zero: one spelling per code
+        raise InviteError("the invite code is mistyped or incomplete; copy it again")
     if _checksum(payload) != check:
         raise InviteError("the invite code is mistyped or incomplete; copy it again")
     try:

@@ -1,5 +1,7 @@
 """Reason codes for rejected input: every rejection names one, and nodes count them."""
 
+from __future__ import annotations
+
 from enum import StrEnum
 
 
@@ -37,6 +39,11 @@ class RecordError(ValueError):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[RecordError], tuple[Reason, str]]:
+        # Default exception pickling calls cls(*args) with the message only; worker processes
+        # (the store's checking pool) must be able to send a RecordError back whole.
+        return (type(self), (self.reason, self.args[0]))
 
     def __str__(self) -> str:
         return f"{self.args[0]} ({self.reason.value})"
