@@ -388,7 +388,7 @@ class Node:
             "transfer-done", {"root": root.hex(), "path": str(path), "size": body["size"]}
         )
 
-    def _on_progress(self, progress: DownloadProgress) -> None:
+    def _on_progress(self, root: bytes, progress: DownloadProgress) -> None:
         self.control.publish("transfer-progress", self._progress_view(progress))
 
     def _progress_view(self, progress: DownloadProgress) -> dict[str, Any]:
