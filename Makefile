@@ -38,6 +38,8 @@ format: $(TEST_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/chunking.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/gossip.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -592,6 +592,7 @@ class TransferService:
                 job.notify()
                 error = await self._supervise(job)
                 await self._wind_down(job)
+            job.stopping = True  # from here on add_source has no nursery to start workers in
             nursery.cancel_scope.cancel()
         if error is not None:
             raise error
@@ -669,14 +670,17 @@ class TransferService:
                 f"its manifest has {manifest.chunk_size}-byte chunks, "
                 f"the record {job.chunk_size_hint}",
             )
-        missing = set(await self._blob(self._blobs.start, manifest))
+        try:
+            missing = set(await self._blob(self._blobs.start, manifest))
+        except (BlobError, OSError) as exc:  # a full or read-only disk, say
+            return DownloadError(job.root, f"cannot store it here: {exc}")
         present = [i for i in range(manifest.chunk_count) if i not in missing]
         job.plan = DownloadPlan(manifest.size, manifest.chunk_size, present, **self._plan_options)
         self._manifests.setdefault(job.root, manifest)
         return None
 
     def _add_worker(self, job: _Job, peer: str) -> bool:
-        if job.nursery is None or peer == self._own_id or peer in job.workers:
+        if job.nursery is None or job.stopping or peer == self._own_id or peer in job.workers:
             return False
         job.workers.add(peer)
         job.setting_up.add(peer)
@@ -876,6 +880,8 @@ class TransferService:
                         plan.chunk_received(peer, chunk.index, True)
                     else:
                         todo.append(chunk)
+                if not todo:
+                    continue
                 try:
                     results = await self._blob(self._write_chunks, job.root, todo)
                 except (BlobError, OSError) as exc:  # deleted meanwhile, disk full...

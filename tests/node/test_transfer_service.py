@@ -110,7 +110,7 @@ class Side:
     service: TransferService
     invalid: list[tuple[str, str]] = field(default_factory=list)
     progress: list[DownloadProgress] = field(default_factory=list)
-    on_invalid_extra: Callable[[str, str], None] | None = None
+    on_invalid_extra: Callable[[str, str], object] | None = None
 
     @property
     def peer_id(self) -> str:
@@ -369,6 +369,25 @@ async def test_a_stuck_download_says_what_is_missing_and_keeps_its_partial(
     sources = leecher.progress[-1].sources
     assert sources[full.peer_id].chunks_received == CHUNKS - 10
     assert sources[partial.peer_id].chunks_received == 0
+
+
+async def test_two_requests_for_one_document_share_one_download(swarm: Swarm) -> None:
+    seeder = await swarm.side("seeder", seed=True)
+    leecher = await swarm.side("leecher")
+    root = swarm.manifest.root
+    peers = await connect(leecher, seeder)
+    paths: list[Path] = []
+
+    async def fetch() -> None:
+        paths.append(await download(leecher, root, peers))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        nursery.start_soon(fetch)
+
+    assert len(paths) == 2 and paths[0] == paths[1]
+    assert paths[0].read_bytes() == swarm.data
+    assert seeder.service.stats.chunks_sent == CHUNKS  # fetched once, not twice
 
 
 async def test_a_document_nobody_has_fails_with_a_clear_error(swarm: Swarm) -> None:
