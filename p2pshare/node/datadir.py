@@ -40,6 +40,10 @@ class DataDir:
         return self.root / "blobs"
 
     @property
+    def peers(self) -> Path:
+        return self.root / "peers.json"
+
+    @property
     def lock(self) -> Path:
         return self.root / "lock"
 

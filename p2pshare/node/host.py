@@ -288,6 +288,10 @@ async def connect(host: IHost, addr: str, timeout: float = CONNECT_TIMEOUT) -> s
         raise ConnectError(f"{addr} is this node's own address")
     network: Any = host.get_network()
     network.unblock_peer(info.peer_id)
+    if not network.get_connections(info.peer_id):
+        # The swarm dials only the first TCP address its peerstore holds: a stale one from
+        # before the peer restarted would win over ``addr``.
+        host.get_peerstore().clear_addrs(info.peer_id)
     try:
         with trio.fail_after(timeout):
             await host.connect(info)

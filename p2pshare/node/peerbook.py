@@ -63,10 +63,17 @@ class PeerEntry:
 
 
 def is_peer_id(text: str) -> bool:
-    try:
-        return str(ID.from_base58(text)) == text
-    except Exception:  # base58 and multihash decoders raise several unrelated types
+    """A base58 libp2p peer id: an identity multihash of a key (``12D3KooW…``, Ed25519) or a
+    SHA-256 one (``Qm…``, larger keys). py-libp2p's parser takes any base58 text."""
+    if not isinstance(text, str) or not 40 <= len(text) <= 60:
         return False
+    try:
+        raw = ID.from_base58(text).to_bytes()
+    except Exception:  # the base58 decoder raises several unrelated types
+        return False
+    if raw[:1] == b"\x00":  # identity multihash: code, length (< 128: one varint byte), key
+        return len(raw) >= 2 and raw[1] < 0x80 and len(raw) == 2 + raw[1]
+    return raw[:2] == b"\x12\x20" and len(raw) == 34
 
 
 def clean_addrs(addrs: Iterable[str]) -> list[str]:
@@ -127,11 +134,6 @@ class PeerBook:
         ready = [e for e in self._peers.values() if e.addrs and e.next_attempt_ms <= now]
         return sorted(ready, key=lambda e: (e.next_attempt_ms, -e.last_seen_ms))
 
-    def next_due_ms(self) -> int | None:
-        """When the next attempt falls due (``None``: nobody to dial)."""
-        times = [e.next_attempt_ms for e in self._peers.values() if e.addrs]
-        return min(times, default=None)
-
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed dials in a row (jittered, capped)."""
         if failures <= 0:
@@ -141,16 +143,15 @@ class PeerBook:
 
     # --- changes ---------------------------------------------------------------------------
 
-    def learn(self, peer_id: str, addrs: Sequence[str], *, delay: float = 0.0) -> PeerEntry | None:
-        """Addresses heard of (bootstrap, mDNS, an invite): merged in; a new peer is due after
-        ``delay`` seconds. Its failure count is kept, so a flapping announcement cannot turn a
-        dead peer's backoff into a dial storm."""
+    def learn(self, peer_id: str, addrs: Sequence[str]) -> PeerEntry | None:
+        """Addresses heard of (bootstrap, mDNS, an invite): merged in, first; a new peer is due
+        at once. A known peer keeps its failure count and schedule."""
         if not is_peer_id(peer_id):
             return None
         now = self.now_ms()
         entry = self._peers.get(peer_id)
         if entry is None:
-            entry = PeerEntry(peer_id, next_attempt_ms=now + int(delay * 1000))
+            entry = PeerEntry(peer_id, next_attempt_ms=now)
             self._insert(entry)
         self._merge(entry, clean_addrs(addrs), front=True)  # a fresh announcement beats old
         entry.last_seen_ms = max(entry.last_seen_ms, now)
@@ -158,14 +159,24 @@ class PeerBook:
         return entry
 
     def seen(self, peer_id: str, addrs: Sequence[str] = ()) -> PeerEntry | None:
-        """We are connected to it: failures cleared; ``addrs`` (known good) go first."""
+        """We are connected to it; ``addrs`` (known good) go first.
+
+        Failures are not cleared yet: a peer that accepts and at once hangs up must keep
+        backing off. ``stable`` clears them once a link has lasted.
+        """
         entry = self.learn(peer_id, ())
         if entry is None:
             return None
         self._merge(entry, clean_addrs(addrs), front=True)
-        entry.failures = 0
         entry.next_attempt_ms = entry.last_seen_ms
         return entry
+
+    def stable(self, peer_id: str) -> None:
+        """A link to it has lasted: it is reachable, its failures are forgiven."""
+        entry = self._peers.get(peer_id)
+        if entry is not None and entry.failures:
+            entry.failures = 0
+            self.dirty = True
 
     def update_addrs(self, peer_id: str, addrs: Sequence[str]) -> bool:
         """Add addresses a connected peer announced; True if anything changed."""
@@ -178,16 +189,27 @@ class PeerBook:
         self.dirty = self.dirty or changed
         return changed
 
-    def disconnected(self, peer_id: str) -> None:
-        """The link dropped: try again after the first backoff step, not at once."""
+    def disconnected(self, peer_id: str, *, stable: bool) -> float:
+        """The link dropped: schedule a redial; returns the delay in seconds.
+
+        After a link that lasted (``stable``), the first backoff step: the peer is probably
+        restarting. After a short one, the next step of the failure backoff, as for a dial
+        that failed: a peer that keeps hanging up on us is not redialled every few seconds.
+        """
         entry = self._peers.get(peer_id)
         if entry is None:
-            return
+            return 0.0
         now = self.now_ms()
         entry.last_seen_ms = now
-        entry.failures = 0
-        entry.next_attempt_ms = now + int(self._jittered(self.base_backoff) * 1000)
+        if stable:
+            entry.failures = 0
+            delay = self._jittered(self.base_backoff)
+        else:
+            entry.failures += 1
+            delay = self.backoff(entry.failures)
+        entry.next_attempt_ms = now + int(delay * 1000)
         self.dirty = True
+        return delay
 
     def failed(self, peer_id: str) -> float:
         """A dial failed: count it and schedule the next one; returns the delay in seconds."""

@@ -39,6 +39,9 @@ def configure_logging(data_dir: DataDir, *, foreground: bool, verbose: bool = Fa
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     fan_out = _FanOut(handlers)
     configure_libp2p_logging(fan_out, logging.WARNING)
+    zeroconf_logger = logging.getLogger("zeroconf")  # has no handler of its own either
+    zeroconf_logger.handlers[:] = [fan_out]
+    zeroconf_logger.propagate = False
 
 
 class _FanOut(logging.Handler):

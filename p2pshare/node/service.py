@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +23,11 @@ from p2pshare.control.errors import ControlError
 from p2pshare.control.server import ControlServer
 from p2pshare.node.api import LibraryApi, identity_view
 from p2pshare.node.config import Config, ConfigError, load_config, write_config
+from p2pshare.node.discovery import Mdns, Reconnector, expand_wildcards, local_ips, transport_addrs
 from p2pshare.node.gossip import PEER_FAULT_REASONS, Gossip, GossipError
 from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
 from p2pshare.node.library import Library, LibraryError
+from p2pshare.node.peerbook import PeerBook
 from p2pshare.node.store import IngestResult
 from p2pshare.node.transfer_service import DownloadError, DownloadProgress, TransferService
 from p2pshare.protocol.bundles import BundleError
@@ -49,8 +50,8 @@ EVENTS = (
     "community-joined",
     "community-left",
 )
-PEER_POLL_INTERVAL = 1.0
 INVALID_THRESHOLD = 20  # invalid items from one peer before we hang up on it
+BAN_SECONDS = 600.0  # and we do not dial it again for this long
 
 
 @dataclass
@@ -99,11 +100,11 @@ class Node:
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.transfer: TransferService | None = None
+        self.reconnector: Reconnector | None = None
         self._titles: dict[bytes, str] = {}
         self.communities: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._connected: set[str] = set()
         self.ready = trio.Event()
         self._stop = trio.Event()
 
@@ -142,9 +143,20 @@ class Node:
                 await nursery.start(
                     partial(self.control.serve_unix, self.library.data_dir.control_socket)
                 )
-                nursery.start_soon(self._watch_peers)
-                for addr in self.options.bootstrap:
-                    nursery.start_soon(self._dial_quietly, addr)
+                book = await self.blocking(PeerBook.load, self.library.data_dir.peers)
+                self.reconnector = Reconnector(
+                    host,
+                    book,
+                    bootstrap=self.options.bootstrap,
+                    peer_connected=self._peer_up,
+                    peer_disconnected=self._peer_down,
+                )
+                await nursery.start(self.reconnector.run)
+                if self.options.mdns:
+                    mdns = Mdns(
+                        identity.peer_id, transport_addrs(host), self.reconnector.discovered
+                    )
+                    await nursery.start(mdns.run)
                 logger.info(
                     "node %s listening on %s", identity.peer_id, ", ".join(listen_addrs(host))
                 )
@@ -257,6 +269,8 @@ class Node:
         self.counters.invalid_by_peer[peer_id] += 1
         if self.counters.invalid_by_peer[peer_id] == INVALID_THRESHOLD and self._nursery:
             logger.warning("disconnecting %s: %d invalid items", peer_id, INVALID_THRESHOLD)
+            if self.reconnector is not None:
+                self.reconnector.hold(peer_id, BAN_SECONDS)
             self._nursery.start_soon(self._disconnect, peer_id)
 
     async def _disconnect(self, peer_id: str) -> None:
@@ -304,28 +318,17 @@ class Node:
         except ConnectError as exc:
             raise ControlError(ErrorCode.UNAVAILABLE, str(exc)) from None
 
-    async def _dial_quietly(self, addr: str) -> None:
-        try:
-            await self.connect(addr)
-        except ControlError as exc:
-            logger.warning("bootstrap peer unreachable: %s", exc)
-
     def connected_peers(self) -> list[str]:
         if self.host is None:
             return []
         return sorted(str(p) for p in self.host.get_connected_peers())
 
-    async def _watch_peers(self) -> None:
-        """Turn connection changes into events; py-libp2p has no simple callback for both."""
-        while True:
-            now = set(self.connected_peers())
-            for peer in sorted(now - self._connected):
-                self.control.publish("peer-up", {"peer_id": peer})
-                self.peer_connected(peer)
-            for peer in sorted(self._connected - now):
-                self.control.publish("peer-down", {"peer_id": peer})
-            self._connected = now
-            await trio.sleep(PEER_POLL_INTERVAL)
+    def _peer_up(self, peer_id: str) -> None:
+        self.control.publish("peer-up", {"peer_id": peer_id})
+        self.peer_connected(peer_id)
+
+    def _peer_down(self, peer_id: str) -> None:
+        self.control.publish("peer-down", {"peer_id": peer_id})
 
     def peer_connected(self, peer_id: str) -> None:
         """A new peer may have what we are downloading, or what an interrupted download needs."""
@@ -503,12 +506,17 @@ class Node:
         }
 
     async def _h_peers(self, params: dict[str, Any]) -> dict[str, Any]:
+        connected = set(self.connected_peers())
+        known = {e.peer_id: e for e in self.reconnector.book.entries()} if self.reconnector else {}
         peers = []
-        for peer in self.connected_peers():
+        for peer in sorted(connected | set(known)):
+            entry = known.get(peer)
             peers.append(
                 {
                     "peer_id": peer,
-                    "connected": True,
+                    "connected": peer in connected,
+                    "addrs": list(entry.addrs) if entry else [],
+                    "last_seen_ms": entry.last_seen_ms if entry else None,
                     "invalid": self.counters.invalid_by_peer.get(peer, 0),
                 }
             )
@@ -585,23 +593,4 @@ class Node:
 
 def _shareable(addrs: Sequence[str]) -> list[str]:
     """Listen addresses a peer elsewhere could dial: wildcards expanded to this host's IPs."""
-    out: list[str] = []
-    for addr in addrs:
-        if addr.startswith("/ip4/0.0.0.0/"):
-            rest = addr.removeprefix("/ip4/0.0.0.0")
-            out.extend(f"/ip4/{ip}{rest}" for ip in _local_ipv4())
-        else:
-            out.append(addr)
-    return out
-
-
-def _local_ipv4() -> list[str]:
-    ips: list[str] = []
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            ip = str(info[4][0])
-            if ip not in ips and not ip.startswith("127."):
-                ips.append(ip)
-    except OSError:
-        pass
-    return ips or ["127.0.0.1"]
+    return list(expand_wildcards(addrs, local_ips()))
