@@ -14,6 +14,7 @@ surrounding scope is being cancelled.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -123,6 +124,9 @@ def _make_secure_writes_atomic() -> None:
 
 def build_host(identity: Identity) -> IHost:
     """A host that is not listening yet; prefer ``open_host``, which also runs and closes it."""
+    # py-libp2p's Yamux sends a window update on every read unless told otherwise (go-yamux waits
+    # for half the window): 33 -> 6 update frames per gossip message. Read at call time.
+    os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
     _make_secure_writes_atomic()
     key_pair = create_new_key_pair(identity.seed)
     # The Noise static key only protects the session; the identity key signs it in the
