@@ -45,10 +45,10 @@ Exchange::
     open, recon                  ------>
                                  <------    recon | error
     recon ... alternating until the reconciliation is done (sync.py: a final message)
-    get ... (pipelined), done    ------>    phase 1: the initiator pulls what it lacks
+    get ... (pipelined), done    ------>    (phase 1: the initiator pulls what it lacks)
                                  <------    records ... (each get: frames up to end = true)
-                                 <------    get ... (pipelined), done    phase 2: the responder pulls
-    records ...                  ------>
+                                 <------    get ... (pipelined), done
+    records ...                  ------>    (phase 2: the responder pulls what it lacks)
     both half-close
 
 Both sides learn both differences in one reconciliation, so one session brings each side what it
@@ -71,9 +71,8 @@ from typing import Any
 
 import msgpack
 
-from p2pshare.protocol import canonical
+from p2pshare.protocol import canonical, sync
 from p2pshare.protocol import limits as L
-from p2pshare.protocol import sync
 from p2pshare.protocol.communities import is_community
 from p2pshare.protocol.reasons import RecordError
 from p2pshare.protocol.records import record_id
@@ -327,7 +326,7 @@ def wire_community(wire: bytes) -> str:
     return community
 
 
-# --- the two ends of a fetch ------------------------------------------------------------------------
+# --- the two ends of a fetch ----------------------------------------------------------------------
 
 
 class Fetcher:
@@ -368,7 +367,7 @@ class Fetcher:
         return Get(ids)
 
     def accept(self, frame: Records) -> list[bytes]:
-        """The frame's wires, each checked: asked for in the oldest open request, right community."""
+        """The frame's wires, each asked for by the oldest open request and in our community."""
         if not self._outstanding:
             raise UnwantedRecord("records arrived with no request outstanding")
         open_ids = self._outstanding[0]
