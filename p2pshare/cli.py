@@ -490,6 +490,12 @@ def cmd_status(args: argparse.Namespace, b: Backend) -> int:
     _out(f"peers:       {status['connected_peers']} connected")
     _out(f"communities: {', '.join(status['communities']) or '-'}")
     _out(f"records:     {status['records']} ({status['documents']} documents)")
+    sync = status.get("sync") or {}
+    if sync:
+        _out(
+            f"sync:        {sync['sessions']} sessions, {sync['records_received']} records in, "
+            f"{sync['records_sent']} out"
+        )
     transfers = status.get("transfers") or []
     _out(f"transfers:   {len(transfers)} active")
     for t in transfers:

@@ -49,6 +49,10 @@ class NodeProcess:
     def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
+    def jsonl(self, *args: str) -> list[Any]:
+        """One JSON object per output line (``list --json``, ``search --json``)."""
+        return [json.loads(line) for line in self.ok(*args, "--json").splitlines() if line]
+
     def init(self, name: str) -> None:
         self.ok("init", "--name", name)
 

@@ -29,6 +29,7 @@ from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
 from p2pshare.node.library import Library, LibraryError
 from p2pshare.node.peerbook import PeerBook
 from p2pshare.node.store import IngestResult
+from p2pshare.node.sync_service import SYNC_INTERVAL, SyncService
 from p2pshare.node.transfer_service import DownloadError, DownloadProgress, TransferService
 from p2pshare.protocol.bundles import BundleError
 from p2pshare.protocol.communities import normalise_community
@@ -62,6 +63,7 @@ class NodeOptions:
     gossip: bool = True
     mdns: bool = True
     fetch: str = "followed"
+    sync_interval: float = SYNC_INTERVAL
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> NodeOptions:
@@ -100,6 +102,7 @@ class Node:
         self.host: IHost | None = None
         self.gossip: Gossip | None = None
         self.transfer: TransferService | None = None
+        self.sync: SyncService | None = None
         self.reconnector: Reconnector | None = None
         self._titles: dict[bytes, str] = {}
         self.communities: set[str] = set()
@@ -128,6 +131,8 @@ class Node:
                         on_record=self._on_gossip_record,
                         policy=self._policy,
                         on_invalid=self.report_invalid,
+                        max_strikes=INVALID_THRESHOLD,  # the same count as report_invalid's
+                        ban_seconds=BAN_SECONDS,
                     )
                     await nursery.start(self.gossip.run)
                 self.transfer = TransferService(
@@ -138,6 +143,16 @@ class Node:
                     on_progress=self._on_progress,
                 )
                 self.transfer.start()
+                self.sync = SyncService(
+                    host,
+                    communities=lambda: self.communities,
+                    store=self.library.store,
+                    store_limiter=self.store_limiter,
+                    ingest=self.ingest_wires,
+                    on_invalid=self.report_invalid,
+                    interval=self.options.sync_interval,
+                )
+                await nursery.start(self.sync.run)
                 for community in self.options.communities:
                     await self.join(community)
                 await nursery.start(
@@ -168,7 +183,7 @@ class Node:
                 nursery.cancel_scope.cancel()
                 if self.transfer is not None:
                     self.transfer.stop()
-                self.host = self.gossip = self._nursery = self.transfer = None
+                self.host = self.gossip = self._nursery = self.transfer = self.sync = None
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run store/blob work on the one worker thread allowed to touch them."""
@@ -287,6 +302,9 @@ class Node:
             self.communities.add(slug)
             self.control.publish("community-joined", {"community": slug})
             await self.blocking(self._remember_communities)
+            if self.sync is not None:  # what the community said before we joined
+                for peer in self.connected_peers():
+                    self.sync.request_sync(peer)
         return slug
 
     async def leave(self, community: str) -> str:
@@ -331,7 +349,10 @@ class Node:
         self.control.publish("peer-down", {"peer_id": peer_id})
 
     def peer_connected(self, peer_id: str) -> None:
-        """A new peer may have what we are downloading, or what an interrupted download needs."""
+        """A new peer: sync records with it; it may have what we are downloading, or what an
+        interrupted download needs."""
+        if self.sync is not None:
+            self.sync.peer_connected(peer_id)
         if self.transfer is None or self._nursery is None:
             return
         for root in self.transfer.downloading():
@@ -501,8 +522,20 @@ class Node:
             "records": counts["records"],
             "documents": counts["documents"],
             "transfers": self.transfers(),
+            "sync": self._sync_view(),
             "invalid_received": sum(self.counters.invalid_by_peer.values()),
             "data_dir": str(self.library.data_dir.root),
+        }
+
+    def _sync_view(self) -> dict[str, int]:
+        if self.sync is None:
+            return {}
+        c = self.sync.counters
+        return {
+            "sessions": c.completed,
+            "failed": c.failed,
+            "records_received": c.records_received,
+            "records_sent": c.records_sent,
         }
 
     async def _h_peers(self, params: dict[str, Any]) -> dict[str, Any]:

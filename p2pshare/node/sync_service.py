@@ -58,6 +58,7 @@ import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.protocol_muxer.exceptions import ProtocolNotSupportedError
 
 from p2pshare.node.host import is_connected
 from p2pshare.node.store import IngestResult, Store, StoreError
@@ -133,6 +134,16 @@ class SyncRefused(SyncError):
 
 class SyncFailed(SyncError):
     """The stream failed, timed out, or the peer broke the protocol (then it was charged)."""
+
+
+def _not_supported(exc: BaseException) -> bool:
+    """Whether opening a stream failed because the peer refused the protocol (no use retrying)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ProtocolNotSupportedError) or "not supported" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class _Refused(Exception):
@@ -381,6 +392,8 @@ class SyncService:
             except trio.TooSlowError:
                 failure = f"no sync stream to {peer_id} within {OPEN_TIMEOUT:g} s"
             except Exception as exc:  # the swarm raises many unrelated types
+                if _not_supported(exc):  # not a p2pshare peer (or a much older one)
+                    raise SyncFailed(f"{peer_id} does not speak {PROTOCOL}") from None
                 failure = f"cannot open a sync stream: {type(exc).__name__}: {exc}"
             if delay is None:
                 break
