@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/chunking.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/gossip.py
 
 clean:

@@ -445,6 +445,14 @@ def _decode_range(value: object, previous: Bound) -> Range:
     return Range(mode, upper)
 
 
+def show_value(value: object) -> str:
+    """A short rendering of a peer's value for an error message (which ends up in the log)."""
+    text = (
+        repr(value) if isinstance(value, str | bytes | int) else f"of type {type(value).__name__}"
+    )
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> list[Range]:
     """Parse and check a peer's message; anything outside the documented form is refused."""
     try:
@@ -454,7 +462,7 @@ def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> list[Rang
     if not isinstance(value, dict) or set(value) != {"r", "v"}:
         raise SyncProtocolError('a sync message is a map with exactly "r" and "v"')
     if value["v"] != VERSION or isinstance(value["v"], bool):
-        raise SyncProtocolError(f"unsupported sync version {value['v']!r}")
+        raise SyncProtocolError(f"unsupported sync version {show_value(value['v'])}")
     wire = value["r"]
     if not isinstance(wire, list) or len(wire) > MAX_RANGES_PER_MESSAGE:
         raise SyncProtocolError(f"r must list at most {MAX_RANGES_PER_MESSAGE} ranges")

@@ -29,8 +29,9 @@ Messages (``t`` names the type)::
         (1..limits.MAX_RECORD_BYTES), whose SHA-256 (the record id) is one of that get's ids and
         whose community (field 4 of the record array) is the session's. The sum over ``wires`` of
         each wire's length plus its bin header is at most MAX_RECORDS_PAYLOAD (1 MiB); at most
-        MAX_RECORDS_PER_FRAME wires. ``end`` = true on the last frame of the answer. An answer
-        may leave ids out (records deleted since the reconciliation): never an error.
+        MAX_RECORDS_PER_FRAME wires. ``end`` = true on the last frame of the answer; every
+        other frame holds at least one wire. An answer may leave ids out (records deleted since
+        the reconciliation): never an error.
     {"t": "done"}
         The sender asks for nothing more, and every record it fetched has been through its
         ingest (stored or refused): the peer can rely on that once it reads ``done``.
@@ -130,6 +131,9 @@ def violation_reason(error: SyncProtocolError) -> str:
 # --- messages -------------------------------------------------------------------------------------
 
 
+_show = sync.show_value
+
+
 def _check_ids(ids: Sequence[bytes], error: type[SyncProtocolError]) -> None:
     if not 1 <= len(ids) <= MAX_GET_IDS:
         raise error(f"a get asks for 1..{MAX_GET_IDS} ids, not {len(ids)}")
@@ -152,7 +156,7 @@ class Open:
 
     def __post_init__(self) -> None:
         if not isinstance(self.community, str) or not is_community(self.community):
-            raise BadMessage(f"{self.community!r} is not a normalised community slug")
+            raise BadMessage(f"{_show(self.community)} is not a normalised community slug")
         if not isinstance(self.version, int) or isinstance(self.version, bool):
             raise BadMessage("the session version is an integer")
         if not 0 <= self.version < 2**32:
@@ -206,7 +210,7 @@ class Error:
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, ErrorCode):
-            raise BadMessage(f"unknown error code {self.code!r}")
+            raise BadMessage(f"unknown error code {_show(self.code)}")
 
 
 Message = Open | Recon | Get | Records | Done | Error
@@ -249,7 +253,7 @@ def _wires(value: object) -> tuple[bytes, ...]:
 def _error_code(value: object) -> ErrorCode:
     if isinstance(value, str) and value in ErrorCode.__members__.values():
         return ErrorCode(value)
-    raise BadMessage(f"unknown error code {value!r}")
+    raise BadMessage(f"unknown error code {_show(value)}")
 
 
 _SHAPES: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], Message]]] = {
@@ -274,7 +278,7 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Message:
         raise BadMessage("a frame holds a map")
     kind = value.get("t")
     if not isinstance(kind, str) or kind not in _SHAPES:
-        raise BadMessage(f"unknown message type {kind!r}")
+        raise BadMessage(f"unknown message type {_show(kind)}")
     keys, build = _SHAPES[kind]
     if set(value) != keys | {"t"}:
         raise BadMessage(f"{kind} has exactly the keys {sorted(keys | {'t'})}")
@@ -370,6 +374,8 @@ class Fetcher:
         """The frame's wires, each asked for by the oldest open request and in our community."""
         if not self._outstanding:
             raise UnwantedRecord("records arrived with no request outstanding")
+        if not frame.wires and not frame.end:  # else a peer could stall us with empty frames
+            raise BadMessage("a records frame that is not the last must hold records")
         open_ids = self._outstanding[0]
         for wire in frame.wires:
             rid = record_id(wire)
