@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import random
 import statistics
@@ -42,7 +41,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import benchlib
 import trio
+from benchlib import WORDS
 from libp2p.abc import IHost
 
 from p2pshare.node.gossip import Gossip, open_gossip
@@ -56,21 +57,6 @@ COMMUNITY = "public"
 MESH_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 10.0
 IDLE_WINDOW = 3.0
-WORDS = [
-    "bread",
-    "bike",
-    "repair",
-    "chain",
-    "wheel",
-    "book",
-    "shop",
-    "novel",
-    "map",
-    "guide",
-    "recipe",
-    "oven",
-    "flour",
-]
 
 
 @dataclass
@@ -95,12 +81,10 @@ class BenchNode:
 
 
 def emit(name: str, value: float, unit: str, target: float | None = None, **extra: Any) -> None:
-    line: dict[str, Any] = {"name": name, "value": round(value, 3), "unit": unit}
+    """A figure; with a ``target``, a ceiling it passes at or below."""
     if target is not None:
-        line["target"] = target
-        line["pass"] = value <= target
-    line.update(extra)
-    print(json.dumps(line), flush=True)
+        extra = {"target": target, "pass": value <= target, **extra}
+    benchlib.emit(name, value, unit, **extra)
 
 
 def random_graph(nodes: int, links: int, rng: random.Random) -> set[tuple[int, int]]:

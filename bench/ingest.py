@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from benchlib import WORDS
 from nacl.bindings import crypto_sign_open
 from nacl.signing import SigningKey
 
@@ -54,64 +55,6 @@ TARGET_RATIO = 0.3
 GENERATOR_VERSION = 1  # bump when the generated records change, to refresh the cache
 AUTHORS = 24
 COMMUNITIES = ("public", "bikes", "books", "bakers")
-WORDS = [
-    "bread",
-    "sourdough",
-    "flour",
-    "rye",
-    "oven",
-    "yeast",
-    "crust",
-    "bike",
-    "repair",
-    "chain",
-    "wheel",
-    "brake",
-    "tyre",
-    "saddle",
-    "gear",
-    "book",
-    "shop",
-    "novel",
-    "poetry",
-    "history",
-    "map",
-    "guide",
-    "recipe",
-    "price",
-    "list",
-    "catalogue",
-    "ebook",
-    "howto",
-    "tutorial",
-    "bakery",
-    "market",
-    "town",
-    "cheese",
-    "coffee",
-    "roast",
-    "bean",
-    "wood",
-    "craft",
-    "knit",
-    "yarn",
-    "garden",
-    "seed",
-    "compost",
-    "solar",
-    "panel",
-    "battery",
-    "lamp",
-    "workshop",
-    "tool",
-    "hinge",
-    "paint",
-    "varnish",
-    "café",
-    "crème",
-    "brûlée",
-    "straße",
-]
 
 
 def _emit(**fields: object) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import random
@@ -47,6 +46,7 @@ from typing import Any, TypeVar
 
 import msgpack
 import trio
+from benchlib import WORDS, emit
 from nacl.signing import SigningKey
 
 from p2pshare.node.host import configure_libp2p_logging, connect, listen_addrs, open_host
@@ -68,57 +68,6 @@ TARGET_IN_SYNC_BYTES = 4_096
 COMMUNITY = "public"
 AUTHORS = 16
 SYNC_DEADLINE = 600.0
-WORDS = [
-    "bread",
-    "sourdough",
-    "flour",
-    "rye",
-    "oven",
-    "yeast",
-    "crust",
-    "bike",
-    "repair",
-    "chain",
-    "wheel",
-    "brake",
-    "tyre",
-    "saddle",
-    "gear",
-    "book",
-    "shop",
-    "novel",
-    "poetry",
-    "history",
-    "map",
-    "guide",
-    "recipe",
-    "market",
-    "town",
-    "cheese",
-    "coffee",
-    "roast",
-    "bean",
-    "wood",
-    "craft",
-    "garden",
-    "seed",
-    "compost",
-    "solar",
-    "panel",
-    "lamp",
-    "workshop",
-    "tool",
-    "hinge",
-    "paint",
-    "varnish",
-    "café",
-    "crème",
-]
-
-
-def emit(name: str, value: float, unit: str, **extra: Any) -> None:
-    line: dict[str, Any] = {"name": name, "value": round(value, 3), "unit": unit, **extra}
-    print(json.dumps(line), flush=True)
 
 
 # --- records --------------------------------------------------------------------------------------
