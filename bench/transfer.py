@@ -1,38 +1,55 @@
 """Benchmark: one document end to end over ``/p2pshare/blocks/1``, beside other ways to copy it.
 
-A random file of ``--size-mb`` MiB goes from a seeder process to a downloader process over
-127.0.0.1, each process with its own libp2p host and ``BlobStore`` (a small harness: this script
-re-runs itself with ``--role ...``; later the real ``p2pshare node`` processes replace it).
-Beside it, in the same run and on the same bytes:
+A random file of ``--size-mb`` MiB is copied over 127.0.0.1 in several ways, in the same run and
+on the same bytes (``--peers`` picks the groups):
 
-- ``libp2p_raw``: the same two hosts, one raw py-libp2p stream (Noise + Yamux), no protocol, no
-  chunk hashing: what the library itself allows;
+- ``node`` -> ``p2pshare_node``: two real ``p2pshare node`` processes, each on a fresh data dir
+  (``p2pshare init``, ``fetch = "none"`` in config.toml so nothing downloads unless asked). A
+  shares the file through its control socket (the ingest, copy + chunk hashes, is reported
+  apart as ``p2pshare_node.share``). For each run a fresh B first learns the record by sync in an
+  untimed session, restarts without its peer list, and then the timed part is B's control-socket
+  ``connect`` to A's listen address followed by ``get``, until B's node reports the document
+  complete (every chunk hashed against the manifest before it was written, the blob fsync'd and
+  renamed). The file is then exported with ``save`` and compared byte for byte (untimed).
+- ``harness``: the same transfer code without a node around it, in small harness processes
+  (this script re-run with ``--role``): ``p2pshare_harness`` (a libp2p host, a ``BlobStore``
+  and a ``TransferService`` per process) and ``libp2p_raw_fast`` (one raw stream on the same
+  hosts: no protocol, no chunk hashing) on our transport (Noise carried on by
+  ``p2pshare.node.fast_noise``), and both again on py-libp2p's own Noise session
+  (``p2pshare_harness_stock``, ``libp2p_raw``: what the library itself allows). The harness is
+  the lower bound of our own code (no gossip, sync or control socket beside the transfer) and the
+  place to profile it.
 - ``tcp``: two Python processes, plain sockets, with a SHA-256 check and an fsync;
-- ``scp`` and ``rsync`` over an ``sshd`` started on 127.0.0.1 with throwaway keys (cipher
+- ``ssh``: ``scp`` and ``rsync`` over an ``sshd`` started on 127.0.0.1 with throwaway keys (cipher
   chacha20-poly1305), when ``sshd``/``scp``/``rsync`` are installed; otherwise a JSON line says
   they were skipped and why.
 
-Every copy is checked byte for byte (whole-file SHA-256 against the source) before its time is
-reported. Times: ``dial`` (connect + Noise handshake), ``transfer`` (request to a complete,
-verified, fsync'd blob), ``end_to_end`` (dial + transfer; for the others: connect to verified
-copy). Medians of ``--repeat`` runs. Targets: end to end <= 0.8 s for 200 MiB, dial <= 20 ms.
+Every copy is compared byte for byte with the source before its time is reported. Times:
+``dial`` (connect + Noise handshake; for the node, the control-socket ``connect`` call),
+``transfer`` (request to a complete, verified, fsync'd blob), ``end_to_end`` (dial + transfer;
+for scp/rsync: connect to verified copy). Medians of ``--repeat`` runs; CPU seconds of both
+processes (all threads) over the timed part. Targets: end to end <= 0.8 s for 200 MiB, dial <=
+20 ms.
 
-``--profile DIR`` runs one extra p2pshare download with both processes under ``py-spy record``
-(``--py-spy PATH`` if it is not on PATH) and prints where the CPU went (own time per function
-and per module) as JSON lines; the raw collapsed stacks stay in DIR.
+``--profile DIR`` runs four more harness downloads (p2pshare and raw, each on our transport and
+on the stock one) with both processes under ``py-spy record`` (``--py-spy PATH`` if it is not on
+PATH) and prints busy seconds per layer and per function as JSON lines; the raw collapsed stacks
+stay in DIR.
 
 Output: JSON lines ``{"name", "value", "unit", ...}``; MB/s = 10^6 bytes/s.
 
-Run: ``.venv/bin/python bench/transfer.py [--size-mb 200] [--repeat 3] [--peers p2pshare,tcp,ssh]
-[--profile DIR --py-spy PATH]``. scp/rsync need Debian's ``openssh-server`` and ``rsync``; py-spy is
-a tool, not a project dependency (e.g. ``python3 -m venv /tmp/spy && /tmp/spy/bin/pip install
-py-spy``). Absolute times drift with machine load: compare the ratios of one run.
+Run: ``.venv/bin/python bench/transfer.py [--size-mb 200] [--repeat 3]
+[--peers node,harness,tcp,ssh] [--profile DIR --py-spy PATH]``. scp/rsync need Debian's
+``openssh-server`` and ``rsync``; py-spy is a tool, not a project dependency (e.g.
+``python3 -m venv /tmp/spy && /tmp/spy/bin/pip install py-spy``). Absolute times drift with
+machine load: compare the ratios of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import getpass
 import hashlib
 import json
@@ -103,7 +120,7 @@ async def _seed(args: argparse.Namespace) -> None:
     _quiet_libp2p()
     blobs = BlobStore(Path(args.data_dir))
     manifest = blobs.add_file(Path(args.file))
-    async with open_host(Identity.generate()) as host:
+    async with open_host(Identity.generate(), fast_transport=not args.stock) as host:
         service = TransferService(
             host, blobs=blobs, blob_limiter=trio.CapacityLimiter(2), on_invalid=print
         )
@@ -135,7 +152,7 @@ async def _fetch(args: argparse.Namespace) -> None:
 
     _quiet_libp2p()
     blobs = BlobStore(Path(args.data_dir))
-    async with open_host(Identity.generate()) as host:
+    async with open_host(Identity.generate(), fast_transport=not args.stock) as host:
         service = TransferService(
             host, blobs=blobs, blob_limiter=trio.CapacityLimiter(2), on_invalid=print
         )
@@ -279,14 +296,15 @@ def _run_child(command: list[str]) -> dict[str, Any]:
 class Results:
     """Per peer: the medians of each timing, after checking every copy byte for byte."""
 
-    def __init__(self, size: int, expect: str) -> None:
-        self.size = size
+    def __init__(self, source: Path, expect: str) -> None:
+        self.source = source
+        self.size = source.stat().st_size
         self.expect = expect
         self.runs: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, name: str, run: dict[str, Any]) -> None:
         path = Path(run["path"])
-        identical = run.get("verified", True) and _sha256_file(path) == self.expect
+        identical = run.get("verified", True) and filecmp.cmp(self.source, path, shallow=False)
         if not identical:
             raise RuntimeError(f"{name}: the copy at {path} differs from the source")
         path.unlink()
@@ -325,42 +343,239 @@ class Results:
                 seeder_s=round(seed_cpu, 3),
                 note="CPU seconds (all threads) while dialling and transferring",
             )
+        totals = [run["total_s"] for run in self.runs[name]]
         _emit(
             name=f"{name}.end_to_end",
             value=round(total, 3),
             unit="s",
             mb_s=round(self.size / total / 1e6, 1),
             runs=runs,
+            min=round(min(totals), 3),
+            max=round(max(totals), 3),
             identical=True,
             **extra,
         )
 
 
-def _p2pshare(work: Path, source: Path, results: Results, repeat: int) -> None:
-    with _background(
-        _self("--role", "seed", "--data-dir", str(work / "seed"), "--file", str(source))
-    ) as seeder:
-        ready = _first_line(seeder)
+# (name of the result, stock py-libp2p transport?, raw stream?)
+HARNESS_VARIANTS = (
+    ("p2pshare_harness", False, False),
+    ("libp2p_raw_fast", False, True),
+    ("p2pshare_harness_stock", True, False),
+    ("libp2p_raw", True, True),
+)
+
+
+def _harness(work: Path, source: Path, results: Results, repeat: int) -> None:
+    """Harness processes: our transfer code and a raw stream, on our transport and the stock one.
+
+    One seeder per transport (both ends of a connection use the same code); the runs of the
+    four variants alternate, so machine load drifts alike for all of them.
+    """
+    for stock in (False, True):
+        flag = ["--stock"] if stock else []
+        seed = _self("--role", "seed", "--data-dir", str(work / f"seed-{int(stock)}"))
+        with _background([*seed, "--file", str(source), *flag]) as seeder:
+            ready = _first_line(seeder)
+            for run in range(repeat):
+                for name, variant_stock, raw in HARNESS_VARIANTS:
+                    if variant_stock != stock:
+                        continue
+                    data_dir = work / f"fetch-{name}-{run}"
+                    command = _self("--role", "fetch", "--data-dir", str(data_dir))
+                    command += ["--addr", ready["addr"], "--root", ready["root"]]
+                    command += ["--expect", results.expect, *flag]
+                    before = _cpu_seconds(seeder.pid)
+                    result = _run_child([*command, "--raw"] if raw else command)
+                    result["seed_cpu_s"] = _cpu_seconds(seeder.pid) - before
+                    results.add(name, result)
+                    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# --- p2pshare_node: two real ``p2pshare node`` processes driven through their control sockets ---
+
+NODE_READY_TIMEOUT = 60.0
+NODE_STOP_TIMEOUT = 15.0
+
+
+class _Node:
+    """One ``p2pshare node`` process on a data dir of its own (started and stopped by us)."""
+
+    def __init__(self, home: Path, name: str) -> None:
+        self.home = home
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "P2PSHARE_HOME": str(home)}
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "p2pshare", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=PROCESS_TIMEOUT,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"p2pshare {args[0]} ({self.name}) failed: {done.stderr[-1000:]}")
+        return done.stdout
+
+    def init(self) -> None:
+        """``p2pshare init``, then a config that downloads only when asked (fetch = "none")."""
+        from p2pshare.node.config import load_config, write_config
+
+        self.cli("init", "--name", self.name)
+        path = self.home / "config.toml"
+        config = load_config(path)
+        config.fetch = "none"
+        config.mdns = False
+        config.listen = ["/ip4/127.0.0.1/tcp/0"]
+        write_config(path, config)
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "run" / "control.sock"
+
+    def start(self) -> None:
+        from p2pshare.control.client import ControlClient
+        from p2pshare.control.errors import ControlConnectionError
+
+        log = open(self.home / "bench-node.log", "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "p2pshare", "node", "--no-mdns"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + NODE_READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited: {self.log_tail()}")
+            try:
+                with ControlClient.connect(self.socket, timeout=5):
+                    return
+            except ControlConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node {self.name} not ready in {NODE_READY_TIMEOUT:g} s")
+
+    def client(self, timeout: float = PROCESS_TIMEOUT) -> Any:
+        from p2pshare.control.client import ControlClient
+
+        return ControlClient.connect(self.socket, timeout=timeout, client_name="bench")
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown saves what it should), SIGKILL if it hangs."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=NODE_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_tail(self) -> str:
+        path = self.home / "bench-node.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+@contextlib.contextmanager
+def _nodes(*nodes: _Node) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _wait_record(client: Any, record_id: str, timeout: float = 60.0) -> None:
+    from p2pshare.control.errors import ControlError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.call("show", id=record_id)
+            return
+        except ControlError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"record {record_id} did not reach the downloader") from None
+            time.sleep(0.05)
+
+
+def _timed_get(client: Any, addr: str, record_id: str, root: str) -> dict[str, Any]:
+    """connect + get on the downloader; returns when its node says the blob is complete."""
+    client.subscribe(["transfer-done", "transfer-failed"])
+    start = time.perf_counter()
+    client.call("connect", addr=addr)
+    dialled = time.perf_counter()
+    started = client.call("get", id=record_id)
+    if started["state"] != "complete":
+        while True:
+            event = client.next_event(timeout=PROCESS_TIMEOUT)
+            if event is None:
+                raise RuntimeError("no transfer-done event in time")
+            data = event.data if isinstance(event.data, dict) else {}
+            if data.get("root") != root:
+                continue
+            if event.event == "transfer-failed":
+                raise RuntimeError(f"download failed: {data.get('error')}")
+            if event.event == "transfer-done":
+                break
+    done = time.perf_counter()
+    return {"dial_s": dialled - start, "transfer_s": done - dialled, "total_s": done - start}
+
+
+def _p2pshare_node(work: Path, source: Path, results: Results, repeat: int) -> None:
+    """A shares the file; for each run a fresh B learns the record, restarts, connects and gets.
+
+    B learns the record by sync in a first, untimed session, then restarts without the peer
+    list (so nothing redials A by itself): the timed part is B's ``connect`` request to A's
+    listen address, then ``get``, until B's node reports the complete, verified blob (every
+    chunk was hashed against the manifest before it was written; the blob is fsync'd and
+    renamed). The file is then exported with ``save`` and compared byte for byte (untimed).
+    """
+    seeder = _Node(work / "node-a", "bench-a")
+    seeder.init()
+    with _nodes(seeder):
+        seeder.start()
+        with seeder.client() as client:
+            began = time.perf_counter()
+            view = client.call("share", path=str(source), title="bench document")
+            share_s = time.perf_counter() - began
+            addr = client.call("status")["listen"][0]
+        record_id, root = view["id"], view["root"]
+        _emit(
+            name="p2pshare_node.share",
+            value=round(share_s, 3),
+            unit="s",
+            mb_s=round(results.size / share_s / 1e6, 1),
+            note="A ingests the file (copy into its store + chunk hashes + record); not in "
+            "end_to_end",
+        )
         for run in range(repeat):
-            for raw in (False, True):
-                data_dir = work / f"fetch-{run}-{int(raw)}"
-                command = _self(
-                    "--role",
-                    "fetch",
-                    "--data-dir",
-                    str(data_dir),
-                    "--addr",
-                    ready["addr"],
-                    "--root",
-                    ready["root"],
-                    "--expect",
-                    results.expect,
-                )
-                before = _cpu_seconds(seeder.pid)
-                result = _run_child([*command, "--raw"] if raw else command)
-                result["seed_cpu_s"] = _cpu_seconds(seeder.pid) - before
-                results.add("libp2p_raw" if raw else "p2pshare", result)
-                shutil.rmtree(data_dir, ignore_errors=True)
+            downloader = _Node(work / f"node-b{run}", f"bench-b{run}")
+            downloader.init()
+            with _nodes(downloader):
+                downloader.start()
+                with downloader.client() as client:
+                    client.call("connect", addr=addr)
+                    _wait_record(client, record_id)
+                downloader.stop()
+                (downloader.home / "peers.json").unlink(missing_ok=True)
+                downloader.start()
+                assert downloader.proc is not None and seeder.proc is not None
+                before = _cpu_seconds(downloader.proc.pid), _cpu_seconds(seeder.proc.pid)
+                with downloader.client() as client:
+                    result = _timed_get(client, addr, record_id, root)
+                    result["cpu_s"] = _cpu_seconds(downloader.proc.pid) - before[0]
+                    result["seed_cpu_s"] = _cpu_seconds(seeder.proc.pid) - before[1]
+                    out = work / f"node-export-{run}.bin"
+                    client.call("save", id=record_id, out=str(out))
+                result["path"] = str(out)
+                results.add("p2pshare_node", result)
+            shutil.rmtree(downloader.home, ignore_errors=True)
 
 
 def _tcp(work: Path, source: Path, results: Results, repeat: int) -> None:
@@ -492,57 +707,86 @@ def _ssh_peers(work: Path, source: Path, results: Results, repeat: int) -> None:
 
 
 def _ratios(results: Results, target_s: float) -> None:
-    ours = results.median("p2pshare", "total_s")
-    if ours is None:
-        return
-    _emit(
-        name="p2pshare.end_to_end_vs_target",
-        value=round(ours, 3),
-        unit="s",
-        target=round(target_s, 3),
-        **{"pass": ours <= target_s},
-    )
-    dial = results.median("p2pshare", "dial_s")
-    if dial is not None:
+    for ours_name in ("p2pshare_node", "p2pshare_harness"):
+        ours = results.median(ours_name, "total_s")
+        if ours is None:
+            continue
         _emit(
-            name="p2pshare.dial_vs_target",
-            value=round(dial * 1000, 2),
-            unit="ms",
-            target=TARGET_DIAL_MS,
-            **{"pass": dial * 1000 <= TARGET_DIAL_MS},
+            name=f"{ours_name}.end_to_end_vs_target",
+            value=round(ours, 3),
+            unit="s",
+            target=round(target_s, 3),
+            **{"pass": ours <= target_s},
         )
-    for other in ("libp2p_raw", "tcp", "scp", "rsync"):
-        theirs = results.median(other, "total_s")
-        if theirs is not None:
+        dial = results.median(ours_name, "dial_s")
+        if dial is not None:
             _emit(
-                name=f"ratio.p2pshare_vs_{other}",
-                value=round(ours / theirs, 2),
-                unit="x (end to end time, lower is better for p2pshare)",
+                name=f"{ours_name}.dial_vs_target",
+                value=round(dial * 1000, 2),
+                unit="ms",
+                target=TARGET_DIAL_MS,
+                **{"pass": dial * 1000 <= TARGET_DIAL_MS},
             )
+        for other in (
+            "p2pshare_harness",
+            "libp2p_raw_fast",
+            "p2pshare_harness_stock",
+            "libp2p_raw",
+            "tcp",
+            "scp",
+            "rsync",
+        ):
+            theirs = results.median(other, "total_s")
+            if theirs is not None and other != ours_name:
+                _emit(
+                    name=f"ratio.{ours_name}_vs_{other}",
+                    value=round(ours / theirs, 2),
+                    unit="x (end to end time, lower is better for p2pshare)",
+                )
 
 
 # --- profiling -----------------------------------------------------------------------------------
 
 
+PROFILE_RATE = 500  # py-spy samples per second
+
+
 def _profile(work: Path, source: Path, expect: str, out_dir: Path, py_spy: str) -> None:
-    """One more download with both processes sampled by py-spy; summarise the CPU by function."""
+    """More downloads with both processes under py-spy: p2pshare's and the raw stream's, each
+    on our transport and on py-libp2p's own (``*_stock``).
+
+    Each gets a seeder of its own, so the seeder's samples belong to one kind of transfer.
+    Busy seconds per layer (samples / rate) of the runs side by side say where p2pshare
+    spends time above what the library itself needs, and what the stock Noise/Yamux cost.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed_out, fetch_out = out_dir / "seed.txt", out_dir / "fetch.txt"
-    spy = [py_spy, "record", "--format", "raw", "--rate", "500", "--nonblocking", "-o"]
-    seed = [*spy, str(seed_out), "--", *_self("--role", "seed")]
-    seed += ["--data-dir", str(work / "prof-seed"), "--file", str(source)]
-    with _background(seed) as seeder:
-        ready = _first_line(seeder)
-        fetch = [*spy, str(fetch_out), "--", *_self("--role", "fetch")]
-        fetch += ["--data-dir", str(work / "prof-fetch"), "--addr", ready["addr"]]
-        fetch += ["--root", ready["root"], "--expect", expect]
-        done = subprocess.run(fetch, capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if lines:
-            _emit(name="profiled_run.end_to_end", value=round(json.loads(lines[-1])["total_s"], 3))
-    for role, path in (("seeder", seed_out), ("downloader", fetch_out)):
-        if path.exists():
-            _summarise_profile(role, path)
+    spy = [py_spy, "record", "--format", "raw", "--rate", str(PROFILE_RATE), "--nonblocking"]
+    for variant in ("p2pshare", "raw", "p2pshare_stock", "raw_stock"):
+        flag = ["--stock"] if variant.endswith("_stock") else []
+        seed_out, fetch_out = out_dir / f"{variant}-seed.txt", out_dir / f"{variant}-fetch.txt"
+        seed = [*spy, "-o", str(seed_out), "--", *_self("--role", "seed")]
+        seed += ["--data-dir", str(work / f"prof-seed-{variant}"), "--file", str(source), *flag]
+        with _background(seed) as seeder:
+            ready = _first_line(seeder)
+            fetch = [*spy, "-o", str(fetch_out), "--", *_self("--role", "fetch")]
+            fetch += ["--data-dir", str(work / f"prof-fetch-{variant}"), "--addr", ready["addr"]]
+            fetch += ["--root", ready["root"], "--expect", expect, *flag]
+            if variant.startswith("raw"):
+                fetch.append("--raw")
+            done = subprocess.run(fetch, capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            if lines:
+                _emit(
+                    name=f"profile.{variant}.end_to_end",
+                    value=round(json.loads(lines[-1])["total_s"], 3),
+                    unit="s",
+                    note="slowed down by sampling",
+                )
+        for role, path in (("seeder", seed_out), ("downloader", fetch_out)):
+            if path.exists():
+                _summarise_profile(f"{variant}.{role}", path)
+        shutil.rmtree(work / f"prof-seed-{variant}", ignore_errors=True)
+        shutil.rmtree(work / f"prof-fetch-{variant}", ignore_errors=True)
 
 
 # Frames that mean "waiting", not working: the event loop's epoll wait and idle worker threads.
@@ -552,6 +796,7 @@ _SETUP_FRAMES = ("<frozen importlib", "add_file (p2pshare", "hash_file (p2pshare
 # Layers, most specific first: each busy sample goes to the first one found from the leaf up.
 _LAYERS = (
     ("noise cipher (ChaCha20-Poly1305)", "noise/backends"),
+    ("noise session (ours, fast_noise)", "p2pshare/node/fast_noise.py"),
     ("noise session (py-libp2p)", "libp2p/security"),
     ("yamux (py-libp2p)", "libp2p/stream_muxer/yamux"),
     ("other py-libp2p (io, swarm, net_stream)", "libp2p/"),
@@ -560,6 +805,7 @@ _LAYERS = (
     ("trio other (scheduler, sync, channels)", "trio/"),
     ("msgpack + canonical checks (ours)", "p2pshare/protocol/canonical.py"),
     ("hashing + file I/O in threads (ours)", "p2pshare/node/blobs.py"),
+    ("chunk hashing, SHA-256 (ours, in threads)", "p2pshare/protocol/documents.py"),
     ("chunk checks (ours, sans-IO)", "p2pshare/protocol/"),
     ("FramedStream (ours)", "p2pshare/node/streams.py"),
     ("transfer service (ours)", "p2pshare/node/transfer_service.py"),
@@ -595,11 +841,28 @@ def _summarise_profile(role: str, path: Path, top: int = 12) -> None:
             layers[_layer_of(frames)] += count
     if not busy:
         return
-    _emit(name=f"profile.{role}.samples", busy=busy, idle=idle, setup=setup, file=str(path))
+    _emit(
+        name=f"profile.{role}.samples",
+        busy=busy,
+        busy_s=round(busy / PROFILE_RATE, 3),
+        idle=idle,
+        setup=setup,
+        file=str(path),
+    )
     for label, count in layers.most_common():
-        _emit(name=f"profile.{role}.layer", layer=label, share=round(count / busy, 3))
+        _emit(
+            name=f"profile.{role}.layer",
+            layer=label,
+            busy_s=round(count / PROFILE_RATE, 3),
+            share=round(count / busy, 3),
+        )
     for leaf, count in own.most_common(top):
-        _emit(name=f"profile.{role}.own", frame=leaf, share=round(count / busy, 3))
+        _emit(
+            name=f"profile.{role}.own",
+            frame=leaf,
+            busy_s=round(count / PROFILE_RATE, 3),
+            share=round(count / busy, 3),
+        )
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -611,8 +874,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per peer (median)")
     parser.add_argument(
         "--peers",
-        default="p2pshare,tcp,ssh",
-        help="comma-separated subset of p2pshare (with libp2p_raw), tcp, ssh (scp and rsync)",
+        default="node,harness,tcp,ssh",
+        help="comma-separated subset of node (p2pshare_node), harness (p2pshare_harness and "
+        "libp2p_raw), tcp, ssh (scp and rsync)",
     )
     parser.add_argument("--profile", type=Path, help="also profile one download into this dir")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
@@ -620,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
     for hidden in ("--data-dir", "--file", "--addr", "--root", "--expect", "--port"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stock", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.role in ("seed", "fetch"):
@@ -640,17 +905,38 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         source = work / "random.bin"
         _make_file(source, size)
-        results = Results(size, _sha256_file(source))
+        results = Results(source, _sha256_file(source))
         _emit(name="setup", size_mib=args.size_mb, cpus=os.cpu_count(), repeat=args.repeat)
         peers = set(args.peers.split(","))
         repeat = max(1, args.repeat)
-        for peer, run in (("p2pshare", _p2pshare), ("tcp", _tcp), ("ssh", _ssh_peers)):
+        unknown = peers - {"node", "harness", "tcp", "ssh"}
+        if unknown:
+            parser.error(f"unknown --peers: {', '.join(sorted(unknown))}")
+        variants = (
+            ("node", _p2pshare_node),
+            ("harness", _harness),
+            ("tcp", _tcp),
+            ("ssh", _ssh_peers),
+        )
+        for peer, run in variants:
             if peer in peers:
                 run(work, source, results, repeat)
             else:
                 _emit(name=f"{peer}.end_to_end", skipped="not in --peers")
-        results.report("p2pshare", "dial + download + per-chunk SHA-256 + fsync")
-        results.report("libp2p_raw", "one raw py-libp2p stream, SHA-256, fsync; no protocol")
+        results.report(
+            "p2pshare_node",
+            "two p2pshare node processes: connect + get until the verified blob is complete",
+        )
+        results.report(
+            "p2pshare_harness", "harness processes: dial + download + per-chunk SHA-256 + fsync"
+        )
+        results.report(
+            "libp2p_raw_fast", "one raw stream on our Noise/Yamux, SHA-256, fsync; no protocol"
+        )
+        results.report(
+            "p2pshare_harness_stock", "as p2pshare_harness, on py-libp2p's own Noise and Yamux"
+        )
+        results.report("libp2p_raw", "one raw stream, py-libp2p's own Noise/Yamux, SHA-256, fsync")
         results.report("tcp", "python sockets, SHA-256, fsync")
         results.report("scp", "ssh connect + copy + SHA-256 of the copy")
         results.report("rsync", "ssh connect + copy + SHA-256 of the copy")

@@ -38,6 +38,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 from multiaddr import Multiaddr
 
+from p2pshare.node.fast_noise import FastNoiseTransport
 from p2pshare.node.identity import Identity
 
 logger = logging.getLogger(__name__)
@@ -122,8 +123,14 @@ def _make_secure_writes_atomic() -> None:
     SecureSession.write = write  # type: ignore[method-assign]
 
 
-def build_host(identity: Identity) -> IHost:
-    """A host that is not listening yet; prefer ``open_host``, which also runs and closes it."""
+def build_host(identity: Identity, *, fast_transport: bool = True) -> IHost:
+    """A host that is not listening yet; prefer ``open_host``, which also runs and closes it.
+
+    ``fast_transport``: Noise sessions carried on by ``fast_noise.FastNoiseSession`` (the same
+    wire format, less CPU per byte); False keeps py-libp2p's own session (benchmarks and
+    interop tests). Yamux stays py-libp2p's: 0.8's muxer negotiation builds its own ``Yamux``
+    for /yamux/1.0.0 whatever class ``muxer_opt`` names, so a faster one cannot be passed in.
+    """
     # py-libp2p's Yamux sends a window update on every read unless told otherwise (go-yamux waits
     # for half the window): 33 -> 6 update frames per gossip message. Read at call time.
     os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
@@ -131,7 +138,8 @@ def build_host(identity: Identity) -> IHost:
     key_pair = create_new_key_pair(identity.seed)
     # The Noise static key only protects the session; the identity key signs it in the
     # handshake, so a fresh one per start is correct and nothing secret is written anywhere.
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    transport = FastNoiseTransport if fast_transport else NoiseTransport
+    noise = transport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},  # Noise only: never plaintext, secio or TLS
@@ -148,6 +156,7 @@ async def open_host(
     listen_addrs: Sequence[str] = (LOOPBACK_LISTEN_ADDR,),
     *,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    fast_transport: bool = True,
 ) -> AsyncIterator[IHost]:
     """Run a listening host for the duration of the block; see ``listen_addrs(host)``.
 
@@ -157,7 +166,7 @@ async def open_host(
     """
     addrs = _parse_listen_addrs(listen_addrs)
     _check_ports_free(addrs)
-    host = build_host(identity)
+    host = build_host(identity, fast_transport=fast_transport)
     body_error: BaseException | None = None
     try:
         with trio.CancelScope() as teardown:

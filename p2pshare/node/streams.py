@@ -17,6 +17,7 @@ frame also spoils it (the caller then resets or closes it). Always end with clos
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 from libp2p.abc import INetStream
@@ -31,6 +32,8 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 # bytes are kept for the next frame, so wrap a stream once and read it only through FramedStream.
 READ_AHEAD = 64 * 1024
 _RESET_TIMEOUT = 2.0
+
+Buffer = bytes | bytearray | memoryview
 
 
 class FrameError(Exception):
@@ -128,6 +131,14 @@ class FramedStream:
         ``StreamEnded`` leaves the stream open for writing (the peer may have half-closed after
         its last request); every other error resets it.
         """
+        return bytes(await self.read_frame_buffer(timeout))
+
+    async def read_frame_buffer(self, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes | bytearray:
+        """Like ``read_frame``, but a large body comes back as the buffer it was read into.
+
+        Saves one copy of every large frame; the buffer is the caller's (nothing here keeps
+        it), so views into it stay valid.
+        """
         if self._broken is not None:
             raise StreamBroken(self._broken)
         if self._ended:
@@ -154,14 +165,27 @@ class FramedStream:
         self, data: bytes | bytearray | memoryview, timeout: float = DEFAULT_WRITE_TIMEOUT
     ) -> None:
         """Send one frame; a peer that stops reading cannot block us past ``timeout``."""
+        await self.write_frames(((data,),), timeout)
+
+    async def write_frames(
+        self, frames: Sequence[Sequence[Buffer]], timeout: float = DEFAULT_WRITE_TIMEOUT
+    ) -> None:
+        """Send several frames with one write; each frame's body is the join of its parts.
+
+        One write per frame would cost a Yamux frame and a Noise message for each header, and
+        a few scheduler round trips per frame; one join of all the parts is the only copy made
+        here. Nothing is sent if any frame is over the limit.
+        """
         if self._broken is not None:
             raise StreamBroken(self._broken)
-        size = len(data)
-        if size > self.max_frame:
-            raise FrameTooLarge(size, self.max_frame)
-        # One write per frame: a separate header write would cost a Yamux frame and a Noise
-        # message of its own; the copy is cheap next to encryption.
-        payload = b"".join((encode_uvarint(size), data))
+        pieces: list[Buffer] = []
+        for parts in frames:
+            size = sum(len(part) for part in parts)
+            if size > self.max_frame:
+                raise FrameTooLarge(size, self.max_frame)
+            pieces.append(encode_uvarint(size))
+            pieces.extend(parts)
+        payload = b"".join(pieces)
         try:
             with trio.fail_after(timeout):
                 await self.stream.write(payload)
@@ -194,7 +218,7 @@ class FramedStream:
             except StreamError as exc:
                 logger.debug("resetting a stream that already failed: %s", exc)
 
-    async def _read_frame(self) -> bytes:
+    async def _read_frame(self) -> bytes | bytearray:
         header = decode_header(self._pending, self.max_frame)
         while header is None:
             chunk = await self._read_some(READ_AHEAD, mid_frame=bool(self._pending))
@@ -220,7 +244,7 @@ class FramedStream:
                 view[filled : filled + len(chunk)] = chunk
                 filled += len(chunk)
         self._in_body = False
-        return bytes(buf)
+        return buf
 
     async def _read_some(self, max_bytes: int, *, mid_frame: bool) -> bytes:
         """Between 1 and ``max_bytes`` bytes, or the right error for an ended stream."""

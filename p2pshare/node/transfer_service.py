@@ -14,9 +14,12 @@ its first request and is closed, so one peer cannot take every reader thread.
 Downloading. ``download(root, peers)`` asks each peer ``have`` on a stream of its own, fetches the
 manifest from the first one that has the document and checks it against the root, then lets
 ``BlobStore.start`` say which chunks are still missing (a resumed download never fetches a
-verified chunk again). One worker task per peer then loops: ``plan.next_request`` -> ``chunks``
-request -> every reply frame checked by ``transfer.ChunkResponse`` -> each chunk hashed and
-written by ``BlobStore.write_chunk`` in a thread while the next one arrives. A chunk that fails
+verified chunk again). One worker task per peer then keeps ``PIPELINE_DEPTH`` ``chunks``
+requests outstanding on its stream (``plan.next_request``; the peer answers them in order, so
+its link never idles between two responses), checks every reply frame with
+``transfer.ChunkResponse`` and hands each chunk to a verifier task, which hashes and writes the
+chunks queued meanwhile in one thread hop (``BlobStore.write_chunk``) while the next ones
+arrive, and settles each request with the plan once all its chunks were checked. A chunk that fails
 its hash is a strike for the sender (``on_invalid(peer, "corrupt-chunk")``) and is fetched from
 someone else; a broken reply (bad frame, unrequested chunk) is charged and the peer backs off; a
 peer that vanishes only fails its current request. When the plan is done the download is
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -88,8 +91,10 @@ CLOSE_TIMEOUT = 2.0
 SYNC_TIMEOUT = 10.0  # persisting a cancelled download's progress
 MAX_STREAMS_PER_PEER = 4
 MAX_SERVE_STREAMS = 64
-READ_BATCH_CHUNKS = 4  # chunks read per thread hop when serving (1 MiB at 256 KiB)
-VERIFY_QUEUE_CHUNKS = 8  # received chunks waiting for their hash check, per peer
+READ_BATCH_CHUNKS = 4  # chunks read per thread hop and sent per write when serving (1 MiB)
+VERIFY_BATCH_CHUNKS = 4  # chunks handed to the verifier at once (one thread hop), 1 MiB
+VERIFY_QUEUE_BATCHES = 4  # batches waiting for their hash check, per peer
+PIPELINE_DEPTH = 2  # chunks requests outstanding per peer (plan option max_requests_per_peer)
 PROGRESS_INTERVAL = 0.1  # at most 10 progress callbacks per second per download
 STOP_GRACE = 2.0  # workers still mid-request this long after the end are cancelled
 START_GATE = 0.5  # first requests wait this long for the other initial peers' ``have``
@@ -159,6 +164,14 @@ class _Stopping(Exception):
 
 class _Dropped(Exception):
     """The plan dropped the peer (too many strikes) while it was still sending."""
+
+
+@dataclass(frozen=True)
+class _Settle:
+    """For the verifier, after the chunks before it: a response ended, or the stream failed."""
+
+    response: ChunkResponse | None  # None: every outstanding request failed with ``failure``
+    failure: Exception | None = None
 
 
 @dataclass(eq=False)
@@ -234,7 +247,7 @@ class _Session:
         """The next reply frame, refused from its header alone if it is over ``limit`` bytes."""
         framed = await self._stream()
         framed.max_frame = limit
-        frame = await framed.read_frame(self._read_timeout)
+        frame = await framed.read_frame_buffer(self._read_timeout)
         self.last_used = trio.current_time()
         return transfer.decode_reply(frame, limit)
 
@@ -290,7 +303,7 @@ class TransferService:
         self._max_streams_per_peer = max_streams_per_peer
         self._read_timeout = read_timeout
         self._progress_interval = progress_interval
-        self._plan_options = dict(plan_options or {})
+        self._plan_options = {"max_requests_per_peer": PIPELINE_DEPTH, **(plan_options or {})}
         self._jobs: dict[bytes, _Job] = {}
         self._serving: Counter[str] = Counter()
         self._manifests: dict[bytes, Manifest] = {}  # a root names one manifest forever
@@ -387,6 +400,20 @@ class TransferService:
         framed.max_frame = transfer.MAX_REPLY_FRAME_BYTES
         await framed.write_frame(transfer.encode(reply), WRITE_TIMEOUT)
 
+    async def _reply_chunks(
+        self, framed: FramedStream, chunks: list[ChunkFrame], last: Reply | None = None
+    ) -> None:
+        """Chunk frames (and the response's last frame) in one write: one copy of the data."""
+        framed.max_frame = transfer.MAX_REPLY_FRAME_BYTES
+        frames: list[tuple[bytes | memoryview, ...]] = [
+            transfer.encode_chunk_parts(chunk) for chunk in chunks
+        ]
+        if last is not None:
+            frames.append((transfer.encode(last),))
+        await framed.write_frames(frames, WRITE_TIMEOUT)
+        self.stats.chunks_sent += len(chunks)
+        self.stats.bytes_sent += sum(len(chunk.data) for chunk in chunks)
+
     async def _refuse_busy(self, framed: FramedStream) -> None:
         self.stats.busy_refusals += 1
         request = await self._read_request(framed, self._read_timeout)
@@ -471,7 +498,7 @@ class TransferService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_ahead, request.root, manifest, batches, send)
             try:
-                await self._send_batches(framed, request, receive)
+                await self._send_batches(framed, request, len(indices), receive)
             except FrameError as exc:  # raised inside a nursery it would come out as a group
                 error = exc
             nursery.cancel_scope.cancel()
@@ -501,17 +528,22 @@ class TransferService:
         self,
         framed: FramedStream,
         request: ChunksRequest,
+        total: int,
         receive: trio.MemoryReceiveChannel[tuple[list[int], list[bytes]] | None],
     ) -> None:
+        sent = 0
         async with receive:
             async for item in receive:
                 if item is None:  # chunks already sent still count; the rest are not here
                     await self._reply(framed, ErrorReply(request.id, ErrorCode.NOT_FOUND))
                     return
-                for index, data in zip(*item, strict=True):
-                    await self._reply(framed, ChunkFrame(request.id, index, data))
-                    self.stats.chunks_sent += 1
-                    self.stats.bytes_sent += len(data)
+                chunks = [ChunkFrame(request.id, i, data) for i, data in zip(*item, strict=True)]
+                sent += len(chunks)
+                # The last batch carries the response's end: one write fewer per request.
+                last = transfer.end_of(request) if sent == total else None
+                await self._reply_chunks(framed, chunks, last)
+                if last is not None:
+                    return
         await self._reply(framed, transfer.end_of(request))
 
     # --- downloading: public API --------------------------------------------------------------
@@ -803,106 +835,154 @@ class TransferService:
         return await trio.to_thread.run_sync(decode_manifest, data, job.root)
 
     async def _fetch(self, job: _Job, peer: str, session: _Session) -> None:
+        """Fetch from ``peer`` until the download ends; a failed stream is reopened later."""
         plan = job.plan
         assert plan is not None
-        while not plan.done and not job.stopping:
-            if not _active(plan, peer):
-                return
-            changed = job.changed
-            ranges = plan.next_request(peer, trio.current_time())
-            if ranges is None:
-                if session.idle_for > CLIENT_IDLE_CLOSE:
-                    await session.close()
-                with trio.move_on_after(IDLE_POLL):
-                    await changed.wait()
-                continue
-            await self._fetch_ranges(job, plan, peer, session, ranges)
-            job.notify()
+        while not plan.done and not job.stopping and _active(plan, peer):
+            send, receive = trio.open_memory_channel[list[ChunkFrame] | _Settle](
+                VERIFY_QUEUE_BATCHES
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._verify, job, plan, peer, receive)
+                async with send:
+                    failure = await self._pipeline(job, plan, peer, session, send)
+            # The verifier has seen every chunk that arrived and settled every request.
+            if isinstance(failure, _Unreachable):
+                raise failure
 
-    async def _fetch_ranges(
+    async def _pipeline(
         self,
         job: _Job,
         plan: DownloadPlan[str],
         peer: str,
         session: _Session,
-        ranges: list[transfer.Range],
-    ) -> None:
-        """One ``chunks`` request: receive and verify at once, then settle it with the plan."""
-        request = ChunksRequest(session.next_id(), job.root, tuple(ranges))
-        response = ChunkResponse(request, plan.size, plan.chunk_size)
-        limit = transfer.max_reply_bytes(request, plan.chunk_size)
-        failure: Exception | None = None
-        send, receive = trio.open_memory_channel[ChunkFrame](VERIFY_QUEUE_CHUNKS)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._verify, job, plan, peer, receive)
-            async with send:
-                try:
+        verify: trio.MemorySendChannel[list[ChunkFrame] | _Settle],
+    ) -> Exception | None:
+        """Keep requests outstanding on one stream and pass what arrives to the verifier.
+
+        Chunks go to the verifier ``VERIFY_BATCH_CHUNKS`` at a time (and whatever is left when
+        a response ends), so each hop to a hashing thread carries about a megabyte. Returns
+        when the download is over for this peer (None) or the stream failed (the failure, after
+        telling the verifier to settle everything still outstanding).
+        """
+        inflight: deque[ChunkResponse] = deque()
+        batch: list[ChunkFrame] = []
+        depth = max(1, int(self._plan_options["max_requests_per_peer"]))
+        try:
+            while not plan.done and not job.stopping and _active(plan, peer):
+                changed = job.changed
+                while len(inflight) < depth:
+                    ranges = plan.next_request(peer, trio.current_time())
+                    if ranges is None:
+                        break
+                    request = ChunksRequest(session.next_id(), job.root, tuple(ranges))
+                    inflight.append(ChunkResponse(request, plan.size, plan.chunk_size))
                     await session.send(request)
-                    while (chunk := response.feed(await session.read_reply(limit))) is not None:
-                        await send.send(chunk)
-                        if not _active(plan, peer):
-                            raise _Dropped("dropped for sending corrupt chunks")
-                except (FrameError, PeerProtocolError, _Unreachable, _Dropped) as exc:
-                    failure = exc
-                    await session.drop()
-        # The verifier has seen every chunk that arrived: settle the request only now.
-        if failure is not None:
-            logger.debug("transfer: request to %s failed: %s", peer, failure)
-            self._charge(peer, failure)
+                if not inflight:
+                    if session.idle_for > CLIENT_IDLE_CLOSE:
+                        await session.close()
+                    with trio.move_on_after(IDLE_POLL):
+                        await changed.wait()
+                    continue
+                response = inflight[0]
+                limit = transfer.max_reply_bytes(response.request, plan.chunk_size)
+                chunk = response.feed(await session.read_reply(limit))
+                if chunk is not None:
+                    batch.append(chunk)
+                    if len(batch) >= VERIFY_BATCH_CHUNKS:
+                        await verify.send(batch)
+                        batch = []
+                    if not _active(plan, peer):
+                        raise _Dropped("dropped for sending corrupt chunks")
+                else:
+                    inflight.popleft()
+                    if batch:
+                        await verify.send(batch)
+                        batch = []
+                    await verify.send(_Settle(response))
+        except (FrameError, PeerProtocolError, _Unreachable, _Dropped) as exc:
+            await session.drop()
+            if batch:  # chunks that arrived before the failure still count
+                await verify.send(batch)
+            await verify.send(_Settle(None, exc))
+            return exc
+        if inflight:  # the download ended with answers still coming (endgame duplicates)
+            await session.drop()
+        return None
+
+    def _settle(self, plan: DownloadPlan[str], peer: str, settle: _Settle) -> None:
+        """Tell the plan how a request ended, once every chunk it delivered was checked."""
+        response, failure = settle.response, settle.failure
+        if response is None:  # the stream failed: every request on it did
+            logger.debug("transfer: requests to %s failed: %s", peer, failure)
+            if failure is not None:
+                self._charge(peer, failure)
             plan.request_failed(peer, trio.current_time())
-            if isinstance(failure, _Unreachable):
-                raise failure
         elif response.error in (ErrorCode.BUSY, ErrorCode.BAD_REQUEST):
-            plan.request_failed(peer, trio.current_time())
-        else:
-            plan.request_done(peer)  # end, or not-found: what it left out, it does not have
+            plan.request_failed(peer, trio.current_time(), response.request.ranges)
+        else:  # end, or not-found: what it left out, it does not have
+            plan.request_done(peer, response.request.ranges)
 
     async def _verify(
         self,
         job: _Job,
         plan: DownloadPlan[str],
         peer: str,
-        receive: trio.MemoryReceiveChannel[ChunkFrame],
+        receive: trio.MemoryReceiveChannel[list[ChunkFrame] | _Settle],
     ) -> None:
         """Hash and write received chunks in a thread while the next ones arrive.
 
-        Chunks that queued up meanwhile go to the thread together: one hop per batch, not per
-        chunk (a hop costs a GIL hand-over each way).
+        Batches that queued up meanwhile go to the thread together: one hop for all of them
+        (a hop costs a GIL hand-over each way). A request is settled in arrival order, after
+        its chunks.
         """
         async with receive:
             async for first in receive:
-                batch = [first, *_drain(receive, VERIFY_QUEUE_CHUNKS - 1)]
-                if job.fatal is not None:
-                    continue  # drain: the download is failing anyway
-                todo = []
-                for chunk in batch:
-                    if plan.is_present(chunk.index):  # an endgame duplicate: no need to hash it
-                        plan.chunk_received(peer, chunk.index, True)
-                    else:
-                        todo.append(chunk)
-                if not todo:
-                    continue
-                try:
-                    results = await self._blob(self._write_chunks, job.root, todo)
-                except (BlobError, OSError) as exc:  # deleted meanwhile, disk full...
-                    job.fail(DownloadError(job.root, f"cannot store chunks: {exc}"))
-                    continue
-                for chunk, result in zip(todo, results, strict=True):
-                    ok = result is not ChunkResult.CORRUPT
-                    plan.chunk_received(peer, chunk.index, ok)
-                    if not ok:
-                        self._report(peer, REASON_CORRUPT_CHUNK)
+                items = [first, *_drain(receive, VERIFY_QUEUE_BATCHES)]
+                todo: list[ChunkFrame] = []
+                for item in items:
+                    if isinstance(item, list):
+                        todo.extend(item)
+                        continue
+                    await self._check_chunks(job, plan, peer, todo)
+                    todo = []
+                    self._settle(plan, peer, item)
+                await self._check_chunks(job, plan, peer, todo)
                 self._progress(job)
                 job.notify()
+
+    async def _check_chunks(
+        self, job: _Job, plan: DownloadPlan[str], peer: str, chunks: list[ChunkFrame]
+    ) -> None:
+        if job.fatal is not None:
+            return  # the download is failing anyway: drain
+        todo = []
+        for chunk in chunks:
+            if plan.is_present(chunk.index):  # an endgame duplicate: no need to hash it
+                plan.chunk_received(peer, chunk.index, True)
+            else:
+                todo.append(chunk)
+        if not todo:
+            return
+        try:
+            results = await self._blob(self._write_chunks, job.root, todo)
+        except (BlobError, OSError) as exc:  # deleted meanwhile, disk full...
+            job.fail(DownloadError(job.root, f"cannot store chunks: {exc}"))
+            return
+        for chunk, result in zip(todo, results, strict=True):
+            ok = result is not ChunkResult.CORRUPT
+            plan.chunk_received(peer, chunk.index, ok)
+            if not ok:
+                self._report(peer, REASON_CORRUPT_CHUNK)
 
     def _write_chunks(self, root: bytes, chunks: list[ChunkFrame]) -> list[ChunkResult]:
         """Verify and write chunks (blocking); each is hashed before anything is written."""
         return [self._blobs.write_chunk(root, chunk.index, chunk.data) for chunk in chunks]
 
 
-def _drain(receive: trio.MemoryReceiveChannel[ChunkFrame], limit: int) -> list[ChunkFrame]:
+def _drain(receive: trio.MemoryReceiveChannel[T], limit: int) -> list[T]:
     """Whatever is already queued, up to ``limit`` items, without waiting."""
-    out: list[ChunkFrame] = []
+    out: list[T] = []
     while len(out) < limit:
         try:
             out.append(receive.receive_nowait())

@@ -1,15 +1,19 @@
 """Which chunk to ask which peer for: the pure bookkeeping of one multi-peer download.
 
 The node drives it: ``add_peer`` with what a peer has (its ``have`` state), ``next_request``
-whenever a peer is idle (send ``ChunksRequest(id, root, tuple(ranges))`` and check the response
-with ``transfer.ChunkResponse``), ``chunk_received`` for every chunk frame after hashing it (write
-the data only on ``Outcome.ACCEPTED``; ``is_present`` lets it skip hashing duplicates), then:
-``request_done`` on ``end`` or ``error not-found`` (chunks left out are chunks the peer lacks);
-``request_failed`` on ``error busy``/``bad-request``, a PeerProtocolError, EOF, reset or timeout;
-``remove_peer`` when it disconnects. Once ``done``, any outstanding requests can be cancelled.
-The plan never does I/O and never reads a clock: time-dependent calls take ``now`` (monotonic
-seconds). Resume by passing the persisted present chunks (``present_bitmap()`` ->
-``transfer.bitmap_indices``) to the constructor.
+whenever a peer can take another request (send ``ChunksRequest(id, root, tuple(ranges))`` and
+check the response with ``transfer.ChunkResponse``), ``chunk_received`` for every chunk frame
+after hashing it (write the data only on ``Outcome.ACCEPTED``; ``is_present`` lets it skip
+hashing duplicates), then: ``request_done`` on ``end`` or ``error not-found`` (chunks left out
+are chunks the peer lacks); ``request_failed`` on ``error busy``/``bad-request``, a
+PeerProtocolError, EOF, reset or timeout; ``remove_peer`` when it disconnects. With
+``max_requests_per_peer`` > 1 a peer may have that many requests outstanding (pipelined on one
+stream, so its link never idles between two responses); ``request_done`` and ``request_failed``
+then name the request by its ranges, or settle every outstanding request of the peer at once
+when given none (a broken stream fails them all, as one failure). Once ``done``, any
+outstanding requests can be cancelled. The plan never does I/O and never reads a clock:
+time-dependent calls take ``now`` (monotonic seconds). Resume by passing the persisted present
+chunks (``present_bitmap()`` -> ``transfer.bitmap_indices``) to the constructor.
 
 Policy, and why:
 - Each idle peer gets a few contiguous runs of chunks it has, rarest first (chunks few peers hold
@@ -105,7 +109,7 @@ class _Peer:
     status: PeerStatus = PeerStatus.ACTIVE
     banned: set[int] = field(default_factory=set)
     requested: set[int] = field(default_factory=set)  # outstanding, not yet delivered
-    busy: bool = False
+    outstanding: int = 0  # requests sent and not yet settled
     not_before: float = -math.inf
     failures_in_row: int = 0
     bytes_received: int = 0
@@ -135,6 +139,7 @@ class DownloadPlan(Generic[P]):
         max_strikes: int = DEFAULT_MAX_STRIKES,
         max_failures: int = DEFAULT_MAX_FAILURES,
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        max_requests_per_peer: int = 1,
     ) -> None:
         if size < 0 or chunk_size <= 0:
             raise ValueError("size must be >= 0 and chunk_size > 0")
@@ -154,6 +159,9 @@ class DownloadPlan(Generic[P]):
         self._max_strikes = max_strikes
         self._max_failures = max_failures
         self._retry_backoff = retry_backoff
+        if max_requests_per_peer < 1:
+            raise ValueError("max_requests_per_peer must be at least 1")
+        self._max_requests = max_requests_per_peer
         self._state = bytearray(self.chunk_count)  # _Chunk values
         self._holders: dict[int, dict[P, float]] = {}  # in-flight chunk -> peer -> since
         self._availability = [0] * self.chunk_count  # live peers eligible for each chunk
@@ -215,7 +223,7 @@ class DownloadPlan(Generic[P]):
     def _retire(self, peer: P, state: _Peer, status: PeerStatus) -> None:
         for index in list(state.requested):
             self._release(peer, state, index)
-        state.busy = False
+        state.outstanding = 0
         self._count_availability(state, -1)
         state.status = status
 
@@ -243,11 +251,12 @@ class DownloadPlan(Generic[P]):
     def next_request(self, peer: P, now: float) -> list[Range] | None:
         """Ranges to ask an idle ``peer`` for (now marked in flight there), or None for nothing.
 
-        None when the peer is unknown, not active, busy with a request, backing off, or has
-        nothing useful. Every range is within the protocol limits and the peer's holdings.
+        None when the peer is unknown, not active, has ``max_requests_per_peer`` requests
+        outstanding, is backing off, or has nothing useful. Every range is within the protocol
+        limits and the peer's holdings.
         """
         state = self._peers.get(peer)
-        if state is None or not state.live or state.busy or now < state.not_before:
+        if state is None or not state.live or self._busy(state) or now < state.not_before:
             return None
         chosen = self._pick_missing(state, now) or self._pick_stealable(peer, state, now)
         if not chosen:
@@ -258,8 +267,11 @@ class DownloadPlan(Generic[P]):
                 self._missing -= 1
             self._holders.setdefault(index, {})[peer] = now
             state.requested.add(index)
-        state.busy = True
+        state.outstanding += 1
         return transfer.ranges_of(sorted(chosen))
+
+    def _busy(self, state: _Peer) -> bool:
+        return state.outstanding >= self._max_requests
 
     def _pick_missing(self, state: _Peer, now: float) -> list[int]:
         """Rarest-first runs of missing chunks this peer has, sharing the work among idle peers."""
@@ -267,10 +279,12 @@ class DownloadPlan(Generic[P]):
         candidates = _first_set(mask, _RARITY_WINDOW)
         if not candidates:
             return []
-        idle = sum(1 for p in self._peers.values() if p.live and not p.busy and now >= p.not_before)
+        idle = sum(
+            1 for p in self._peers.values() if p.live and not self._busy(p) and now >= p.not_before
+        )
         budget = min(self._max_chunks, max(1, -(-self._missing // max(1, idle))))
-        availability = self._availability
-        order = sorted(candidates, key=lambda i: (availability[i], i))
+        # Candidates are ascending and the sort is stable: rarest first, then lowest index.
+        order = sorted(candidates, key=self._availability.__getitem__)
         return self._runs(order, mask, budget)
 
     def _candidate_mask(self, state: _Peer) -> bytes:
@@ -344,26 +358,41 @@ class DownloadPlan(Generic[P]):
         self._state[index] = _Chunk.PRESENT
         self._present_bytes += self.chunk_length(index)
 
-    def request_done(self, peer: P) -> None:
-        """The response ended cleanly: requested chunks it left out, the peer does not have."""
+    def _settling(self, state: _Peer, ranges: Iterable[Range] | None) -> list[int]:
+        """The outstanding chunks of one request (``ranges``), or of all (None); one fewer
+        request (or none) is outstanding afterwards."""
+        if ranges is None:
+            state.outstanding = 0
+            return list(state.requested)
+        state.outstanding = max(0, state.outstanding - 1)
+        requested = state.requested
+        return [i for start, end in ranges for i in range(start, end) if i in requested]
+
+    def request_done(self, peer: P, ranges: Iterable[Range] | None = None) -> None:
+        """The response ended cleanly: requested chunks it left out, the peer does not have.
+
+        ``ranges``: the request's ranges, when the peer has several outstanding; None settles
+        every outstanding request of the peer.
+        """
         state = self._peers.get(peer)
         if state is None:
             return
-        for index in list(state.requested):
+        for index in self._settling(state, ranges):
             if self._state[index] != _Chunk.PRESENT:
                 self._forget(state, index)
             self._release(peer, state, index)
-        state.busy = False
         state.failures_in_row = 0
 
-    def request_failed(self, peer: P, now: float) -> None:
-        """The request broke (reset, EOF, timeout, error reply): put its chunks back, back off."""
+    def request_failed(self, peer: P, now: float, ranges: Iterable[Range] | None = None) -> None:
+        """The request broke (reset, EOF, timeout, error reply): put its chunks back, back off.
+
+        ``ranges`` as for ``request_done``; either way the call counts as one failure.
+        """
         state = self._peers.get(peer)
         if state is None:
             return
-        for index in list(state.requested):
+        for index in self._settling(state, ranges):
             self._release(peer, state, index)
-        state.busy = False
         if not state.live:
             return
         state.failures += 1

@@ -343,3 +343,58 @@ async def test_a_read_cancelled_in_the_middle_of_a_frame_spoils_the_stream(
     with pytest.raises(StreamBroken):
         await framed.read_frame(timeout=10)
     release.set()
+
+
+# --- several frames per write, and frames read into their own buffer -------------------------
+
+
+class _RecordingStream:
+    """Stands in for a libp2p stream: keeps every write (no network needed)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+async def test_write_frames_sends_every_frame_in_one_write_as_separate_frames() -> None:
+    stream = _RecordingStream()
+    framed = FramedStream(stream, LIMIT)  # type: ignore[arg-type]
+    frames = [(b"head", memoryview(b"-body-"), b"tail"), (b"",), (bytes(BIG),)]
+    await framed.write_frames(frames)
+    (written,) = stream.writes
+    expected = b"".join(encode_uvarint(len(b"".join(p))) + b"".join(p) for p in frames)
+    assert written == expected
+
+
+async def test_write_frames_sends_nothing_if_any_frame_is_over_the_limit() -> None:
+    stream = _RecordingStream()
+    framed = FramedStream(stream, 1024)  # type: ignore[arg-type]
+    with pytest.raises(FrameTooLarge):
+        await framed.write_frames([(b"ok",), (bytes(600), bytes(600))])
+    assert stream.writes == []
+    await framed.write_frame(b"still usable")  # a refused frame does not spoil the stream
+    assert stream.writes == [encode_uvarint(12) + b"still usable"]
+
+
+async def test_frames_written_together_are_read_back_one_by_one_into_own_buffers(
+    pair: tuple[Peer, Peer],
+) -> None:
+    client, server = pair
+    frames = [b"x" * BIG, b"", b"small", bytes(range(256)) * 1000]
+
+    async def burst(stream: INetStream) -> None:
+        framed = FramedStream(stream, LIMIT)
+        await framed.write_frames([(frame[:7], frame[7:]) for frame in frames])
+        await framed.close()
+
+    await serve(server, burst)
+    framed = await open_framed(client, server)
+    bodies = [await framed.read_frame_buffer(timeout=10) for _ in frames]
+    assert [bytes(body) for body in bodies] == frames
+    big = bodies[0]
+    assert isinstance(big, bytearray)  # read straight into it: no copy on the way out
+    big[0] = 0  # the caller's own buffer: nothing else holds it
+    with pytest.raises(StreamEnded):
+        await framed.read_frame(timeout=10)

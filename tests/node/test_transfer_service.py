@@ -18,6 +18,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
+from p2pshare.node import transfer_service as ts
 from p2pshare.node.blobs import BlobStore, ChunkResult
 from p2pshare.node.streams import FramedStream, FrameError, encode_uvarint
 from p2pshare.node.transfer_service import (
@@ -132,6 +133,7 @@ class Swarm:
         *,
         seed: bool = False,
         max_streams_per_peer: int = 4,
+        plan_options: dict[str, object] | None = None,
     ) -> Side:
         blobs = store(self.tmp / name, hash_workers=1)
         self.stores.append(blobs)
@@ -153,6 +155,7 @@ class Swarm:
             on_progress=lambda root, progress: side.progress.append(progress),
             max_streams_per_peer=max_streams_per_peer,
             progress_interval=0.0,
+            plan_options=plan_options,
         )
         side = Side(peer, blobs, service)
         service.start()
@@ -505,3 +508,38 @@ def serve_badly(peer: Peer, manifest: Manifest, misbehaviour: str) -> None:
             return
 
     peer.host.set_stream_handler(PROTOCOL, handler)
+
+
+async def test_a_second_request_is_already_waiting_while_the_first_is_served(
+    swarm: Swarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests outstanding per peer: the seeder has the next one before it answers."""
+    sent: list[ChunksRequest] = []
+    original_send = ts._Session.send
+
+    async def recording_send(session: ts._Session, request: transfer.Request) -> None:
+        if isinstance(request, ChunksRequest):
+            sent.append(request)
+        await original_send(session, request)
+
+    monkeypatch.setattr(ts._Session, "send", recording_send)
+    GatedBlobStore.gate = Gate(permits=0)  # no chunk read completes until the gate opens
+    seeder = await swarm.side("seeder", GatedBlobStore, seed=True)
+    leecher = await swarm.side("leecher", plan_options={"max_chunks_per_request": 3})
+    root = swarm.manifest.root
+    peers = await connect(leecher, seeder)
+    done: list[Path] = []
+
+    async def fetch() -> None:
+        done.append(await download(leecher, root, peers))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        await wait_until(lambda: len(sent) >= 2, what="a second request")
+        await trio.sleep(0.2)
+        assert len(sent) == 2  # never more than two outstanding
+        assert seeder.service.stats.chunks_sent == 0  # both sent before any answer came
+        GatedBlobStore.gate.open()
+    assert done[0].read_bytes() == swarm.data
+    assert len(sent) == -(-CHUNKS // 3)  # every chunk asked for once, three at a time
+    assert leecher.invalid == [] and seeder.invalid == []

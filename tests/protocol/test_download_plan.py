@@ -447,3 +447,101 @@ def test_unavailable_chunks_show_early_but_stuck_waits_for_in_flight_work() -> N
     plan.chunk_received("a", 0, ok=True)
     plan.request_done("a")
     assert plan.stuck and plan.progress().present_chunks == 1
+
+
+# --- several requests outstanding per peer (pipelining) ------------------------------------------
+
+
+def test_a_peer_may_have_as_many_requests_outstanding_as_allowed() -> None:
+    plan = _plan(20, max_requests_per_peer=2, max_chunks_per_request=4)
+    plan.add_peer("a", True)
+    first, second = plan.next_request("a", 0.0), plan.next_request("a", 0.0)
+    assert _indices(first) == [0, 1, 2, 3] and _indices(second) == [4, 5, 6, 7]
+    assert plan.next_request("a", 0.0) is None  # two outstanding: the limit
+    assert plan.peer_stats()["a"].in_flight == 8
+
+
+def test_each_pipelined_request_is_settled_on_its_own() -> None:
+    plan = _plan(20, max_requests_per_peer=2, max_chunks_per_request=4)
+    plan.add_peer("a", True)
+    first = plan.next_request("a", 0.0)
+    second = plan.next_request("a", 0.0)
+    assert first is not None and second is not None
+    for index in (0, 1, 3):  # chunk 2 is left out of the first response
+        assert plan.chunk_received("a", index, True) is Outcome.ACCEPTED
+    plan.request_done("a", first)
+    # Only the first request's chunks were settled; the second is still outstanding.
+    assert plan.peer_stats()["a"].in_flight == 4
+    assert not plan.is_present(2) and 2 in plan.unavailable()  # "a" lacks it after all
+    assert _indices(plan.next_request("a", 0.0)) == [8, 9, 10, 11]  # room for one more
+    for index in _indices(second):
+        plan.chunk_received("a", index, True)
+    plan.request_done("a", second)
+    assert plan.progress().present_chunks == 7
+
+
+def test_a_broken_stream_fails_every_outstanding_request_as_one_failure() -> None:
+    plan = _plan(20, max_requests_per_peer=2, max_chunks_per_request=4, max_failures=2)
+    plan.add_peer("a", True)
+    plan.next_request("a", 0.0)
+    plan.next_request("a", 0.0)
+    plan.chunk_received("a", 0, True)
+    plan.request_failed("a", 1.0)  # no ranges: everything outstanding
+    stats = plan.peer_stats()["a"]
+    assert (stats.status, stats.failures, stats.in_flight) == (PeerStatus.ACTIVE, 1, 0)
+    assert plan.missing_count() == 19  # all but chunk 0 are missing again
+    assert plan.next_request("a", 1.5) is None  # backing off
+    assert _indices(plan.next_request("a", 2.0)) == [1, 2, 3, 4]
+
+
+def test_a_refused_pipelined_request_puts_back_only_its_own_chunks() -> None:
+    plan = _plan(20, max_requests_per_peer=2, max_chunks_per_request=4)
+    plan.add_peer("a", True)
+    first = plan.next_request("a", 0.0)
+    plan.next_request("a", 0.0)
+    plan.request_failed("a", 0.0, first)  # error busy for the first request
+    assert plan.peer_stats()["a"].in_flight == 4
+    assert plan.missing_count() == 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=60), st.integers(min_value=0, max_value=2**32))
+def test_pipelined_downloads_accept_every_chunk_exactly_once(chunks: int, seed: int) -> None:
+    """Peers answer their requests in order, up to three outstanding, some responses break."""
+    rng = random.Random(seed)
+    plan = _plan(
+        chunks,
+        max_requests_per_peer=3,
+        max_chunks_per_request=3,
+        retry_backoff=0.0,
+        max_failures=10**6,
+    )
+    peers = {"a": set(range(chunks)), "b": {i for i in range(chunks) if rng.random() < 0.7}}
+    for name, has in peers.items():
+        plan.add_peer(name, T.make_bitmap(has, chunks))
+    queues: dict[str, list[list[T.Range]]] = {name: [] for name in peers}
+    accepted: list[int] = []
+    now = 0.0
+    for _ in range(10_000):
+        if plan.done:
+            break
+        now += 1.0
+        for name in peers:
+            while (ranges := plan.next_request(name, now)) is not None:
+                queues[name].append(ranges)
+        busy = [name for name in peers if queues[name]]
+        if not busy:
+            assert plan.stuck or plan.unavailable()
+            break
+        name = rng.choice(busy)
+        ranges = queues[name].pop(0)  # answered in order
+        if rng.random() < 0.1:  # the stream breaks: every outstanding request fails
+            plan.request_failed(name, now)
+            queues[name].clear()
+            continue
+        for index in _indices(ranges):
+            if plan.chunk_received(name, index, True) is Outcome.ACCEPTED:
+                accepted.append(index)
+        plan.request_done(name, ranges)
+    assert plan.done
+    assert sorted(accepted) == list(range(chunks))

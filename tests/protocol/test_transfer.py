@@ -429,3 +429,85 @@ def test_chunk_length_of_last_and_full_chunks() -> None:
     assert T.chunk_length(1, 2 * CHUNK, CHUNK) == CHUNK
     with pytest.raises(ValueError):
         T.chunk_length(4, SIZE, CHUNK)
+
+
+# --- the chunk frame's fast path: the same bytes, the same verdicts ------------------------------
+
+
+def _slow_decode(frame: bytes) -> T.Reply | str:
+    """What the general decoder (msgpack + canonical re-encoding) says about ``frame``."""
+    try:
+        message = T._decode(frame, T.MAX_REPLY_FRAME_BYTES)
+    except T.PeerProtocolError:
+        return "refused"
+    assert not isinstance(message, T.HaveRequest | T.ManifestRequest | T.ChunksRequest)
+    return message
+
+
+def _fast_or_refused(frame: bytes) -> T.Reply | str:
+    try:
+        return T.decode_reply(bytearray(frame))
+    except T.PeerProtocolError:
+        return "refused"
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.integers(min_value=0, max_value=T.MAX_CHUNK_COUNT - 1),
+    st.sampled_from([1, 2, 255, 256, 65_535, 65_536, 70_000]),
+)
+def test_chunk_frames_are_built_as_canonical_pack_builds_them(
+    request_id: int, index: int, size: int
+) -> None:
+    frame = ChunkFrame(request_id, index, bytes([index % 251]) * size)
+    expected = canonical.pack({"t": "chunk", "id": request_id, "index": index, "data": frame.data})
+    assert b"".join(T.encode_chunk_parts(frame)) == expected == T.encode(frame)
+    decoded = T.decode_reply(bytearray(expected))
+    assert isinstance(decoded, ChunkFrame) and isinstance(decoded.data, memoryview)
+    assert decoded == frame and T.encode(decoded) == expected
+
+
+def _respell(frame: bytes, data_len: int, header: bytes) -> bytes:
+    """``frame`` with its data's bin header replaced by ``header`` (same length value)."""
+    old = T._bin_header(data_len)
+    assert frame[6 : 6 + len(old)] == old
+    return frame[:6] + header + frame[6 + len(old) :]
+
+
+def test_non_canonical_chunk_frames_get_the_general_paths_verdict() -> None:
+    good = T.encode(ChunkFrame(300, 2, b"z" * 200))
+    variants = [
+        _respell(good, 200, b"\xc5\x00\xc8"),  # bin16 header for 200 bytes
+        _respell(good, 200, b"\xc6\x00\x00\x00\xc8"),  # bin32 header for 200 bytes
+        good.replace(b"\xa2id\xcd\x01\x2c", b"\xa2id\xce\x00\x00\x01\x2c"),  # wide id
+        good.replace(b"\xa5index\x02", b"\xa5index\xcc\x02"),  # wide index
+        good.replace(b"\xa5chunk", b"\xa5chunq"),  # another type name
+        good[:-1],  # truncated tail
+        good + b"\x00",  # trailing byte
+        b"\x85" + good[1:-7] + b"\xa1x\x00" + good[-7:],  # an extra key
+    ]
+    assert isinstance(_fast_or_refused(good), ChunkFrame)
+    for frame in variants:
+        assert _fast_or_refused(frame) == _slow_decode(frame) == "refused", frame[:16]
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=1, max_size=40), st.integers(min_value=0, max_value=60))
+def test_mutated_chunk_frames_decode_as_the_general_path_decides(
+    noise: bytes, position: int
+) -> None:
+    good = T.encode(ChunkFrame(70_000, 513, b"q" * 300))
+    position = min(position, len(good))
+    for frame in (good[:position] + noise + good[position:], good[:position] + noise):
+        fast = _fast_or_refused(frame)
+        slow = _slow_decode(frame)
+        assert fast == slow
+
+
+def test_chunk_data_must_be_a_flat_byte_buffer() -> None:
+    ChunkFrame(1, 0, memoryview(b"abc"))
+    with pytest.raises(T.PeerProtocolError):
+        ChunkFrame(1, 0, memoryview(bytearray(8)).cast("I"))
+    with pytest.raises(T.PeerProtocolError):
+        ChunkFrame(1, 0, bytearray(b"abc"))  # type: ignore[arg-type]
