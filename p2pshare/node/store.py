@@ -32,6 +32,7 @@ Methods are blocking and serialised by a lock, so they may be called from ``trio
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sqlite3
@@ -229,9 +230,19 @@ def rebuild_record(wire: bytes) -> Record:
     return Record(kind, author, created_ms, community, body, sig, wire, record_id(wire), original)
 
 
-def _ignore_sigint() -> None:
-    """Ctrl-C goes to the whole process group; the parent decides what happens, not the workers."""
+def _init_worker() -> None:
+    """Ignore Ctrl-C (it goes to the whole process group; the parent decides), and exit when
+    the parent dies: a node killed with SIGKILL would otherwise leave its workers waiting on a
+    queue whose other end they hold themselves, for ever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -550,7 +561,7 @@ class Store:
                 self._pool = ProcessPoolExecutor(
                     max(1, self._decode_workers),
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_ignore_sigint,
+                    initializer=_init_worker,
                 )
                 # Spawn them now rather than on the first big batch.
                 started = [
