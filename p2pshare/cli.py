@@ -250,6 +250,37 @@ def cmd_node(args: argparse.Namespace, data_dir: DataDir) -> int:
     return 0
 
 
+def cmd_tui(args: argparse.Namespace, data_dir: DataDir) -> int:
+    from p2pshare.tui.launch import Launch, node_argv, remote_argv, run
+
+    if args.remote:
+        return run(Launch(remote=remote_argv(args.remote)))
+    if args.attach:
+        return run(Launch(socket=Path(args.attach).expanduser()))
+    if not data_dir.identity.exists():
+        _first_run(data_dir)
+    return run(
+        Launch(
+            socket=data_dir.control_socket,
+            node_argv=node_argv(data_dir.root),
+            keep_running=args.keep_running,
+        )
+    )
+
+
+def _first_run(data_dir: DataDir) -> None:
+    """No identity yet: ask for a display name here, before the full screen takes over."""
+    if not sys.stdin.isatty():
+        raise UserError(
+            f"{data_dir.root} has no identity yet; create one with: p2pshare init --name NAME"
+        )
+    print("Welcome to p2pshare. Peers will see you by a display name (you can change it later).")
+    name = ""
+    while not name:
+        name = input("Your display name: ").strip()
+    cmd_init(argparse.Namespace(name=name), data_dir)
+
+
 def cmd_control_stdio(args: argparse.Namespace, data_dir: DataDir) -> int:
     import trio
 
@@ -626,6 +657,18 @@ def build_parser() -> argparse.ArgumentParser:
         needs=DATA_DIR,
     )
 
+    p = add(
+        "tui",
+        cmd_tui,
+        "open the terminal UI (the default): on this data dir's node, starting one if none runs",
+        needs=DATA_DIR,
+    )
+    p.add_argument("--attach", metavar="SOCKET", help="use the node on this control socket")
+    p.add_argument("--remote", metavar="HOST", help="use the node on HOST, over ssh")
+    p.add_argument(
+        "--keep-running", action="store_true", help="leave a node started by the TUI running"
+    )
+
     p = add("profile", cmd_profile, "publish your profile (display name and more)")
     p.add_argument("--name", required=True)
     p.add_argument("--about")
@@ -725,9 +768,8 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # plain ``p2pshare`` opens the terminal UI
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "tui"])
     errors = (*_USER_ERRORS, _store_error())
     try:
         data_dir = resolve_data_dir(args.data_dir)
