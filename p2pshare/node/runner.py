@@ -55,9 +55,16 @@ class _FanOut(logging.Handler):
 
 
 async def serve(library: Library, options: NodeOptions) -> None:
-    """Run the node until SIGINT/SIGTERM or a ``shutdown`` request, then stop within 5 s."""
+    """Run the node until SIGINT/SIGTERM/SIGHUP or a ``shutdown`` request, then stop within 5 s.
+
+    SIGHUP is the terminal closing under a node the TUI started; ``nohup`` (SIGHUP ignored)
+    keeps its meaning.
+    """
     node = Node(library, options)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    stop_signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stop_signals.append(signal.SIGHUP)
+    with trio.open_signal_receiver(*stop_signals) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:

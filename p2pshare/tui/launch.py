@@ -53,7 +53,8 @@ class Launch:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # the node logs to node.log in its data dir
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the TUI is the TUI's, not the node's
+            # Same session as the TUI: if the terminal closes, the node gets SIGHUP and stops
+            # cleanly too. (Ctrl-C is a key to Textual's raw-mode terminal, not a signal.)
         )
         deadline = time.monotonic() + NODE_START_TIMEOUT
         while True:
