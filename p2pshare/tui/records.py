@@ -59,8 +59,8 @@ def feed_row(view: dict[str, Any], now_s: float | None = None) -> tuple[str, ...
     """Cells of one feed line: what, title, who, community, licence, when."""
     return (
         KIND_LABELS.get(str(view.get("kind")), str(view.get("kind"))),
-        short(str(view.get("headline", "")), 60),
-        short(author(view), 20),
+        short(str(view.get("headline", "")), 36),
+        short(author(view), 16),
         str(view.get("community", "")),
         licence(view),
         age(int(view.get("created_ms", 0)), now_s),
