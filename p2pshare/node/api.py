@@ -64,6 +64,7 @@ class LibraryApi:
             "block": self.block,
             "unblock": self.unblock,
             "list": self.list,
+            "feed": self.feed,
             "show": self.show,
             "search": self.search,
             "retract": self.retract,
@@ -168,6 +169,21 @@ class LibraryApi:
             offset=_opt_int(p, "offset") or 0,
         )
         return {"records": [self.view(r) for r in records], "total": self.library.store.count()}
+
+    def feed(self, p: dict[str, Any]) -> dict[str, Any]:
+        """What neighbours share, nearest in trust first (see ``Store.feed``), a page at a time."""
+        store = self.library.store
+        limit = _opt_int(p, "limit") or 100
+        pairs = store.feed(
+            self.library.identity.public_key, limit=limit, offset=_opt_int(p, "offset") or 0
+        )
+        views = []
+        for record, distance in pairs:
+            view = self.view(record)
+            view["trust"] = distance
+            views.append(view)
+        total = sum(store.count(kind) for kind in ("doc", "rec", "repost"))
+        return {"records": views, "total": total}
 
     def show(self, p: dict[str, Any]) -> dict[str, Any]:
         return self.view(self.library.find(_str(p, "id")))

@@ -99,6 +99,9 @@ _PRAGMAS = (
 Decoded = Record | Reason
 
 
+FEED_MAX_SECOND_HOP = 2000  # authors two follows away that rank above strangers
+
+
 class StoreError(Exception):
     """The store cannot do what was asked; the message is one sentence for people."""
 
@@ -802,6 +805,34 @@ class Store:
             f"SELECT wire FROM records {clause} ORDER BY created_ms DESC, id DESC LIMIT ? OFFSET ?",
             params,
         )
+
+    def feed(self, me: bytes, *, limit: int, offset: int = 0) -> list[tuple[Record, int]]:
+        """Documents, recommendations and reposts, nearest in trust first, then newest.
+
+        Trust distance: 0 for ``me``, 1 for whom I follow, 2 for whom they follow (at most
+        FEED_MAX_SECOND_HOP of them), 3 for everyone else. Returns (record, distance) pairs.
+        """
+        first = self.following(me) - {me}
+        second: set[bytes] = set()
+        for author in sorted(first):
+            second |= self.following(author)
+            if len(second) > FEED_MAX_SECOND_HOP:
+                break
+        trust = {author: 2 for author in sorted(second)[:FEED_MAX_SECOND_HOP]}
+        trust.update({author: 1 for author in first})
+        trust[me] = 0
+        values = ",".join("(?, ?)" for _ in trust)
+        params: list[Any] = [x for pair in trust.items() for x in pair]
+        sql = (
+            f"WITH trust(author, d) AS (VALUES {values})"
+            " SELECT r.wire, coalesce(t.d, 3) AS d FROM records r"
+            " LEFT JOIN trust t ON t.author = r.author"
+            " WHERE r.kind IN ('doc', 'rec', 'repost')"
+            " ORDER BY d, r.created_ms DESC, r.id DESC LIMIT ? OFFSET ?"
+        )
+        with self._lock:
+            rows = self._db_or_raise().execute(sql, [*params, limit, offset]).fetchall()
+        return [(decode_record(row[0], verify=False), int(row[1])) for row in rows]
 
     def search(self, query: str, *, limit: int = 50) -> list[Record]:
         """Full-text search over titles, descriptions, tags, texts, notes and profile names.

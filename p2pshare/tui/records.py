@@ -55,12 +55,16 @@ def size_text(size: int) -> str:
     return f"{size} B"
 
 
+TRUST_LABELS = {0: "you", 1: "followed", 2: "2 hops"}
+
+
 def feed_row(view: dict[str, Any], now_s: float | None = None) -> tuple[str, ...]:
-    """Cells of one feed line: what, title, who, community, licence, when."""
+    """Cells of one feed line: what, title, who, how near in trust, community, licence, when."""
     return (
         KIND_LABELS.get(str(view.get("kind")), str(view.get("kind"))),
-        short(str(view.get("headline", "")), 36),
+        short(str(view.get("headline", "")), 34),
         short(author(view), 16),
+        TRUST_LABELS.get(view.get("trust", 3), ""),
         str(view.get("community", "")),
         licence(view),
         age(int(view.get("created_ms", 0)), now_s),

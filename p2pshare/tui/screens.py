@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, Stati
 
 from p2pshare.tui import records as R
 
-FEED_COLUMNS = ("what", "title", "by", "community", "licence", "age")
+FEED_COLUMNS = ("what", "title", "by", "trust", "community", "licence", "age")
 PAGE = 200  # records fetched per page of the feed
 PREFETCH_ROWS = 40  # fetch the next page when the cursor is this close to the end
 
@@ -52,7 +52,8 @@ class RecordTable(DataTable[str]):
 
 
 class FeedScreen(Screen[None]):
-    """Newest first, paged from the node; new records come in live (coalesced by the app)."""
+    """Nearest in trust first, then newest; paged from the node; new records come in live
+    (coalesced by the app)."""
 
     def __init__(self) -> None:
         super().__init__(id="feed")
@@ -80,7 +81,7 @@ class FeedScreen(Screen[None]):
 
     async def reload(self) -> None:
         self.loaded, self.exhausted, self.pending_new = 0, False, 0
-        result = await self.app.call_node("list", limit=PAGE, offset=0)  # type: ignore[attr-defined]
+        result = await self.app.call_node("feed", limit=PAGE, offset=0)  # type: ignore[attr-defined]
         if result is None:
             return
         self.table.replace(result["records"])
@@ -94,7 +95,7 @@ class FeedScreen(Screen[None]):
             return
         self._loading = True
         try:
-            result = await self.app.call_node("list", limit=PAGE, offset=self.loaded)  # type: ignore[attr-defined]
+            result = await self.app.call_node("feed", limit=PAGE, offset=self.loaded)  # type: ignore[attr-defined]
             if result is None:
                 return
             self.table.append(result["records"])

@@ -96,6 +96,9 @@ class FakeClient:
         chosen = self.views[offset : offset + limit if limit else None]
         return {"records": chosen, "total": len(self.views)}
 
+    def _feed(self, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return self._list(limit=limit, offset=offset)
+
     def _search(self, query: str, limit: int = 50) -> dict[str, Any]:
         words = query.lower().split()
         found = [v for v in self.views if all(w in v["headline"].lower() for w in words)]

@@ -71,7 +71,7 @@ async def test_the_feed_shows_the_newest_page_and_pages_in_more_as_you_scroll() 
         for _ in range(PAGE - 30):
             await pilot.press("down")
         await until(lambda: feed_rows(app) == 2 * PAGE, pilot, "the second page")
-        assert client.called("list")[1] == {"limit": PAGE, "offset": PAGE}
+        assert client.called("feed")[1] == {"limit": PAGE, "offset": PAGE}
 
 
 @on_asyncio
@@ -190,13 +190,13 @@ async def test_a_burst_of_new_records_is_coalesced_into_a_few_feed_updates() -> 
     async with app.run_test(size=SIZE) as pilot:
         await until(lambda: feed_rows(app) == 5, pilot, "the feed")
         await until(client.subscribed.is_set, pilot, "the subscription")
-        lists_before = len(client.called("list"))
+        lists_before = len(client.called("feed"))
         burst = [doc_view(1000 + i) for i in range(3000)]
         client.views = burst + client.views
         for view in burst:
             client.push("record-added", view)
         await until(lambda: feed_rows(app) == PAGE, pilot, "the new records")
-        assert len(client.called("list")) - lists_before <= 5  # not one reload per record
+        assert len(client.called("feed")) - lists_before <= 5  # not one reload per record
 
 
 @on_asyncio

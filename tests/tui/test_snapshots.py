@@ -22,7 +22,7 @@ from p2pshare.tui import records
 from p2pshare.tui.app import P2PShareApp
 from tests.tui.fake import FakeClient, doc_view
 
-SIZE = (100, 30)
+SIZE = (120, 30)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 NOW_S = 1_790_000_400.0  # a fixed "now" for the age column
 UPDATE = os.environ.get("P2PSHARE_UPDATE_SNAPSHOTS") == "1"
@@ -51,6 +51,8 @@ def check(name: str, text: str) -> None:
 
 def views() -> list[dict[str, Any]]:
     out = [doc_view(0), doc_view(1, licence="all-rights-reserved"), doc_view(2, licence="CC0-1.0")]
+    for view in out:
+        view["trust"] = 1  # Anna is followed
     out.append(
         {
             "id": "rec0001" + "b" * 20,
