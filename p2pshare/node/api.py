@@ -162,9 +162,11 @@ class LibraryApi:
 
     def list(self, p: dict[str, Any]) -> dict[str, Any]:
         limit = _opt_int(p, "limit")
+        mine = p.get("mine") is True  # only my own records ("My shares")
         records = self.library.store.list_records(
             kind=_opt_str(p, "kind"),
             community=_opt_str(p, "community"),
+            author=self.library.identity.public_key if mine else None,
             limit=limit or None,
             offset=_opt_int(p, "offset") or 0,
         )

@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from p2pshare.control.errors import ControlConnectionError, ControlError
 from p2pshare.tui import records as R
 from p2pshare.tui.client import NodeClient
+from p2pshare.tui.forms import CommunitiesScreen, MySharesScreen
 from p2pshare.tui.screens import (
     FeedScreen,
     HelpScreen,
@@ -37,8 +38,11 @@ Disconnect = Callable[[NodeClient], Awaitable[None]]
 
 CSS = """
 #status { height: 1; padding: 0 1; background: $boost; }
-#prompt, #help { width: 80; height: auto; padding: 1 2; border: round $accent; background: $panel; }
-TextPrompt, HelpScreen { align: center middle; }
+#prompt, #help, #share-form {
+    width: 80; height: auto; max-height: 90%; padding: 1 2;
+    border: round $accent; background: $panel;
+}
+TextPrompt, HelpScreen, ShareForm { align: center middle; }
 #details { padding: 1 2; }
 """
 
@@ -60,6 +64,9 @@ class P2PShareApp(App[None]):
         Binding("c", "join", "Join", show=False),
         Binding("i", "invite", "Invite", show=False),
         Binding("n", "show_new", "New", show=False),
+        Binding("m", "my_shares", "My shares"),
+        Binding("g", "communities", "Communities", show=False),
+        Binding("u", "profile", "Profile", show=False),
     ]
 
     def __init__(self, connect: Connect, disconnect: Disconnect | None = None) -> None:
@@ -257,6 +264,19 @@ class P2PShareApp(App[None]):
 
     def action_search(self) -> None:
         self.push_screen(SearchScreen())
+
+    def action_my_shares(self) -> None:
+        self.push_screen(MySharesScreen())
+
+    def action_communities(self) -> None:
+        self.push_screen(CommunitiesScreen())
+
+    def action_profile(self) -> None:
+        async def done(name: str | None) -> None:
+            if name and await self.call_node("profile", name=name):
+                self.notify(f"Your display name is now {name}")
+
+        self.push_screen(TextPrompt("Your display name, as peers see it", "e.g. Cycle Works"), done)
 
     def action_transfers(self) -> None:
         self.push_screen(TransfersScreen(self.transfers))

@@ -287,7 +287,8 @@ HELP = """[b]Keys[/b]
   d      download          s  save a copy      f  follow the author
   b      block the author  t  transfers        e  peers
   c      join with an invite code              i  show an invite code
-  n      show new records  ctrl+p  all commands
+  m      my shares (share a file, retract)     g  communities
+  u      your display name n  show new records ctrl+p  all commands
   ?      this help         escape  back        q  quit
 
 Republishing keeps the author's signature, and is refused when the licence

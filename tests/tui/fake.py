@@ -46,6 +46,8 @@ class FakeClient:
         self.subscribed = asyncio.Event()
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
         self.closed = False
+        self.communities = {"public", "bikes"}
+        self.name = ""
 
     # --- the NodeClient shape -------------------------------------------------------------
 
@@ -90,11 +92,39 @@ class FakeClient:
         raise ControlError(ErrorCode.NOT_FOUND, f"no record {ident}")
 
     def _status(self) -> dict[str, Any]:
-        return {"peer_id": ME, "connected_peers": 2, "records": len(self.views)}
+        return {
+            "peer_id": ME,
+            "connected_peers": 2,
+            "records": len(self.views),
+            "communities": sorted(self.communities),
+        }
 
-    def _list(self, limit: int | None = None, offset: int = 0, **_: Any) -> dict[str, Any]:
-        chosen = self.views[offset : offset + limit if limit else None]
-        return {"records": chosen, "total": len(self.views)}
+    def _share(self, path: str, title: str, licence: str, **params: Any) -> dict[str, Any]:
+        if not path.endswith(".pdf"):
+            raise ControlError(ErrorCode.REFUSED, f"{path}: no such file")
+        view = doc_view(len(self.views), licence=licence, author=ME)
+        view.update(headline=title, shared_params={"path": path, **params})
+        self.views.insert(0, view)
+        return view
+
+    def _retract(self, id: str) -> dict[str, Any]:
+        self.views = [v for v in self.views if v["id"] != id]
+        return {"id": "retract" + id, "kind": "retract", "headline": id}
+
+    def _profile(self, name: str, **_: Any) -> dict[str, Any]:
+        self.name = name
+        return {"id": "profile", "kind": "profile", "headline": name}
+
+    def _leave(self, community: str) -> dict[str, Any]:
+        self.communities.discard(community)
+        return {"community": community}
+
+    def _list(
+        self, limit: int | None = None, offset: int = 0, mine: bool = False, **_: Any
+    ) -> dict[str, Any]:
+        views = [v for v in self.views if v["author"] == ME] if mine else self.views
+        chosen = views[offset : offset + limit if limit else None]
+        return {"records": chosen, "total": len(views)}
 
     def _feed(self, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         return self._list(limit=limit, offset=offset)
@@ -136,7 +166,11 @@ class FakeClient:
     def _invite(self, **_: Any) -> dict[str, Any]:
         return {"code": "p2ps1invitecode"}
 
-    def _join(self, code: str) -> dict[str, Any]:
+    def _join(self, code: str | None = None, community: str | None = None) -> dict[str, Any]:
+        if community is not None:
+            self.communities.add(community)
+            return {"community": community}
+        assert code is not None
         if not code.startswith("p2ps1"):
             raise ControlError(ErrorCode.INVALID_PARAMS, "that is not an invite code")
         return {"peer_id": "12D3KooWAnna", "community": "bikes"}

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Button, DataTable, Input, Select, Static
 
 from p2pshare.control.errors import NodeNotRunning
 from p2pshare.tui.app import P2PShareApp
+from p2pshare.tui.forms import CommunitiesScreen, MySharesScreen, ShareForm
 from p2pshare.tui.screens import (
     PAGE,
     DocumentScreen,
@@ -276,3 +277,82 @@ def test_fake_answers_like_the_node() -> None:
     """The fake's list shape is the control API's (records + total)."""
     result = asyncio.run(FakeClient([doc_view(0)]).call("list", limit=5, offset=0))
     assert set(result) == {"records", "total"}
+
+
+@on_asyncio
+async def test_sharing_a_file_through_the_form_with_a_licence_picked() -> None:
+    client = FakeClient([doc_view(0)])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: feed_rows(app) == 1, pilot, "the feed")
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, MySharesScreen), pilot, "my shares")
+        status = app.screen.query_one("#mine-status", Static)
+        await until(lambda: "shared nothing yet" in str(status.render()), pilot, "empty")
+        await pilot.press("a")
+        await until(lambda: isinstance(app.screen, ShareForm), pilot, "the form")
+        form = app.screen
+        form.query_one("#path", Input).value = "~/wheels.pdf"
+        app.screen.query_one("#share", Button).press()
+        error = form.query_one("#form-error", Static)
+        await until(lambda: "title" in str(error.render()), pilot, "the missing-title error")
+        assert not client.called("share")
+        form.query_one("#title", Input).value = "Wheel guide"
+        form.query_one("#tags", Input).value = "bikes, repair"
+        form.query_one("#licence", Select).value = "CC0-1.0"
+        app.screen.query_one("#share", Button).press()
+        await until(lambda: client.called("share"), pilot, "the share")
+        assert client.called("share")[0] == {
+            "path": "~/wheels.pdf",
+            "title": "Wheel guide",
+            "description": "",
+            "tags": ["bikes", "repair"],
+            "licence": "CC0-1.0",
+            "community": "public",
+        }
+        await until(lambda: isinstance(app.screen, MySharesScreen), pilot, "back to my shares")
+        table = app.screen.query_one("#mine-table", DataTable)
+        await until(lambda: table.row_count == 1, pilot, "the new share listed")
+        await pilot.press("x")
+        await until(lambda: client.called("retract"), pilot, "the retract")
+        await until(lambda: table.row_count == 0, pilot, "the share gone")
+
+
+@on_asyncio
+async def test_a_share_the_node_refuses_keeps_the_form_open_with_the_reason() -> None:
+    client = FakeClient([])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(client.subscribed.is_set, pilot, "the connection")
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, MySharesScreen), pilot, "my shares")
+        await pilot.press("a")
+        await until(lambda: isinstance(app.screen, ShareForm), pilot, "the form")
+        app.screen.query_one("#path", Input).value = "/nope.txt"
+        app.screen.query_one("#title", Input).value = "Nope"
+        app.screen.query_one("#share", Button).press()
+        await until(lambda: any("no such file" in n for n in notices(app)), pilot, "the reason")
+        assert isinstance(app.screen, ShareForm)
+
+
+@on_asyncio
+async def test_communities_join_and_leave_and_profile_name() -> None:
+    client = FakeClient([])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(client.subscribed.is_set, pilot, "the connection")
+        await pilot.press("g")
+        await until(lambda: isinstance(app.screen, CommunitiesScreen), pilot, "communities")
+        table = app.screen.query_one(DataTable)
+        await until(lambda: table.row_count == 2, pilot, "two communities")
+        await pilot.press("j")
+        await until(lambda: isinstance(app.screen, TextPrompt), pilot, "the prompt")
+        await pilot.press(*"bakers", "enter")
+        await until(lambda: table.row_count == 3, pilot, "joined")
+        await pilot.press("l")  # the first row: bakers
+        await until(lambda: table.row_count == 2, pilot, "left")
+        assert client.called("leave") == [{"community": "bakers"}]
+        await pilot.press("escape", "u")
+        await until(lambda: isinstance(app.screen, TextPrompt), pilot, "the name prompt")
+        await pilot.press(*"Cycle Works", "enter")
+        await until(lambda: client.name == "Cycle Works", pilot, "the new name")

@@ -133,3 +133,13 @@ def test_search_screen(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_transfers_screen(monkeypatch: pytest.MonkeyPatch) -> None:
     snapshot("transfers", _transfers, monkeypatch)
+
+
+async def _share_form(pilot: Any, app: P2PShareApp) -> None:
+    await pilot.press("m")
+    await pilot.pause(0.2)
+    await pilot.press("a")
+
+
+def test_share_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot("share_form", _share_form, monkeypatch)
