@@ -29,6 +29,7 @@ from p2pshare.protocol.bundles import BundleError
 from p2pshare.protocol.communities import normalise_community
 from p2pshare.protocol.keys import SHORT_ID_CHARS
 from p2pshare.protocol.records import KINDS
+from p2pshare.protocol.views import size_text
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -131,15 +132,6 @@ def _out(line: str = "") -> None:
 
 def _when(created_ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(created_ms / 1000))
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def _short(record_id: str) -> str:
@@ -322,7 +314,7 @@ def cmd_share(args: argparse.Namespace, b: Backend) -> int:
     body = view["body"]
     _out(
         f"Shared {_short(view['id'])} {body['title']!r} "
-        f"({_size(body['size'])}, {body['licence']}, community {view['community']})"
+        f"({size_text(body['size'])}, {body['licence']}, community {view['community']})"
     )
     _out(f"id:   {view['id']}")
     _out(f"root: {view['root']}")
@@ -464,7 +456,8 @@ def _progress_line(data: dict[str, Any], width: int = 30) -> str:
     sources = int(data.get("sources", 0))
     return (
         f"\r[{'#' * filled}{'.' * (width - filled)}] {100 * have / size:5.1f}%  "
-        f"{_size(have)} of {_size(size)}  {rate / 1e6:6.1f} MB/s  from {_plural(sources, 'peer')}"
+        f"{size_text(have)} of {size_text(size)}  {rate / 1e6:6.1f} MB/s  "
+        f"from {_plural(sources, 'peer')}"
     )
 
 

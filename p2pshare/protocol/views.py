@@ -54,3 +54,13 @@ def headline(record: Record) -> str:
         target = body["target"]
         return peer_id_from_public_key(target) if record.kind != "retract" else short_id(target)
     return ""
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it: 512 B, 3.0 MB (powers of 1000, as disks are sold)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from p2pshare.protocol.views import size_text
+
 KIND_LABELS = {
     "doc": "document",
     "rec": "recommends",
@@ -44,15 +46,6 @@ def age(created_ms: int, now_s: float | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def size_text(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 TRUST_LABELS = {0: "you", 1: "followed", 2: "2 hops"}

@@ -14,6 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, ProgressBar, Static
 
+from p2pshare.protocol.views import size_text
 from p2pshare.tui import records as R
 
 FEED_COLUMNS = ("what", "title", "by", "trust", "community", "licence", "age")
@@ -218,7 +219,7 @@ class TransfersScreen(Screen[None]):
         for info in self.transfers.values():
             bar = ProgressBar(total=100, show_eta=False)
             bar.progress = float(info.get("percent", 0.0))
-            rate = R.size_text(int(info.get("rate", 0)))
+            rate = size_text(int(info.get("rate", 0)))
             box.mount(
                 Static(
                     f"{info.get('title', '')}  {rate}/s from {info.get('sources', 0)} peers"
