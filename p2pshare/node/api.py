@@ -13,11 +13,12 @@ from typing import Any
 
 from p2pshare.node.bundles import export_bundle, import_bundle
 from p2pshare.node.library import Library, LibraryError
-from p2pshare.protocol.keys import peer_id_from_public_key
-from p2pshare.protocol.records import DOC, Record, root_original
-from p2pshare.protocol.views import headline, record_to_json
+from p2pshare.protocol.keys import KeyFormatError, parse_public_key, peer_id_from_public_key
+from p2pshare.protocol.records import DOC, REC, SUBJECT_RECORD, Record, root_original
+from p2pshare.protocol.views import headline, jsonable, record_to_json
 
 Published = Callable[[Record], None]
+MAX_PAGE = 500  # records in one answer, so that a frame stays under the control frame limit
 
 
 def _str(params: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -39,6 +40,13 @@ def _str_list(params: dict[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise LibraryError(f"{name} must be a list of text")
     return value
+
+
+def _public_key(text: str) -> bytes:
+    try:
+        return parse_public_key(text)
+    except KeyFormatError as exc:
+        raise LibraryError(str(exc)) from None
 
 
 def _opt_int(params: dict[str, Any], name: str) -> int | None:
@@ -65,6 +73,8 @@ class LibraryApi:
             "unblock": self.unblock,
             "list": self.list,
             "feed": self.feed,
+            "vouches": self.vouches,
+            "people": self.people,
             "show": self.show,
             "search": self.search,
             "retract": self.retract,
@@ -85,6 +95,10 @@ class LibraryApi:
         out = record_to_json(record)
         out["author_name"] = lib.display_name(record.author)
         out["headline"] = headline(record)
+        if record.kind == REC and record.body["subject_type"] == SUBJECT_RECORD:
+            subject = lib.store.get(record.body["subject"])
+            if subject is not None:  # what a recommendation is about, in words
+                out["subject_title"] = headline(root_original(subject))
         source = root_original(record)
         if source.kind == DOC:
             out["document"] = lib.describe_document(record)
@@ -173,19 +187,87 @@ class LibraryApi:
         return {"records": [self.view(r) for r in records], "total": self.library.store.count()}
 
     def feed(self, p: dict[str, Any]) -> dict[str, Any]:
-        """What neighbours share, nearest in trust first (see ``Store.feed``), a page at a time."""
-        store = self.library.store
-        limit = _opt_int(p, "limit") or 100
-        pairs = store.feed(
-            self.library.identity.public_key, limit=limit, offset=_opt_int(p, "offset") or 0
+        """What neighbours share, nearest in trust first (see ``Store.feed``), a page at a time.
+
+        Params: ``limit``, ``offset``, ``snapshot`` (from an earlier page: page the same
+        snapshot), ``count`` (false: skip counting the whole feed; ``total`` is then None).
+        Each view carries ``trust`` (0 me, 1 followed, 2 two hops, 3 others) and
+        ``recommended_by``: how many people I follow recommend what it is about.
+        """
+        lib = self.library
+        me = lib.identity.public_key
+        limit = min(_opt_int(p, "limit") or 100, MAX_PAGE)
+        page = lib.store.feed(
+            me,
+            limit=limit,
+            offset=_opt_int(p, "offset") or 0,
+            upto=_opt_int(p, "snapshot"),
+            count=p.get("count") is not False,
         )
+        followed = lib.store.following(me) - {me}
+        about = {record.id: {record.id, root_original(record).id} for record, _ in page.items}
+        recs = lib.store.recommenders(followed, set().union(*about.values()))
         views = []
-        for record, distance in pairs:
+        for record, distance in page.items:
             view = self.view(record)
             view["trust"] = distance
+            vouchers = {r.author for subject in about[record.id] for r in recs.get(subject, ())}
+            view["recommended_by"] = len(vouchers)
             views.append(view)
-        total = sum(store.count(kind) for kind in ("doc", "rec", "repost"))
-        return {"records": views, "total": total}
+        return {"records": views, "total": page.total, "snapshot": page.snapshot}
+
+    def vouches(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Who vouches for a record: recommendations of it by me, whom I follow and whom they
+        follow (nearest first), and every repost of it we hold (each with its chain)."""
+        lib = self.library
+        record = root_original(lib.find(_str(p, "id")))
+        tiers = lib.store.trust_tiers(lib.identity.public_key)
+        distance = {a: d for d, authors in reversed(list(enumerate(tiers))) for a in authors}
+        recs = lib.store.recommenders(distance, [record.id]).get(record.id, [])
+        recs.sort(key=lambda r: distance[r.author])
+        reposts = lib.store.reposts_of(record.id)
+        out: dict[str, list[dict[str, Any]]] = {"recommended_by": [], "reposted_by": []}
+        for key, records in (("recommended_by", recs), ("reposted_by", reposts)):
+            for found in records[:MAX_PAGE]:
+                view = self.view(found)
+                view["trust"] = distance.get(found.author, 3)
+                out[key].append(view)
+        return out
+
+    def people(self, p: dict[str, Any]) -> dict[str, Any]:
+        """What I know of people: name, profile, trust, follow and block state, record count.
+
+        ``keys``: peer ids to describe (e.g. the connected peers); ``following`` / ``blocked``:
+        true adds everyone I follow / have blocked.
+        """
+        lib = self.library
+        store = lib.store
+        me = lib.identity.public_key
+        tiers = store.trust_tiers(me)
+        keys = {_public_key(k) for k in _str_list(p, "keys")}
+        if p.get("following") is True:
+            keys |= tiers[1]
+        blocked = set(store.blocked())
+        if p.get("blocked") is True:
+            keys |= blocked
+        followers = store.followers(me)
+        people = []
+        for key in sorted(keys, key=peer_id_from_public_key):
+            profile = store.profile(key) or {}
+            people.append(
+                {
+                    "peer_id": peer_id_from_public_key(key),
+                    "name": lib.display_name(key),
+                    "profile": jsonable(profile),
+                    "me": key == me,
+                    "trust": next((d for d, t in enumerate(tiers) if key in t), 3),
+                    "following": key in tiers[1],
+                    "follows_me": key in followers,
+                    "blocked": key in blocked,
+                    "records": store.count_by_author(key),
+                }
+            )
+        return {"people": people}
 
     def show(self, p: dict[str, Any]) -> dict[str, Any]:
         return self.view(self.library.find(_str(p, "id")))

@@ -59,6 +59,7 @@ from p2pshare.protocol.records import (
     REC,
     REPOST,
     RETRACT,
+    SUBJECT_RECORD,
     SUBJECT_THING,
     SUBJECT_URL,
     UNFOLLOW,
@@ -100,6 +101,17 @@ Decoded = Record | Reason
 
 
 FEED_MAX_SECOND_HOP = 2000  # authors two follows away that rank above strangers
+FEED_KINDS = (DOC, REC, REPOST)  # what the feed lists (not profiles, follows, retracts)
+
+
+@dataclass
+class FeedPage:
+    """One page of the feed: (record, trust distance) pairs, the feed's length in this
+    snapshot, and the snapshot (pass it back as ``upto`` for the next pages)."""
+
+    items: list[tuple[Record, int]]
+    total: int | None
+    snapshot: int
 
 
 class StoreError(Exception):
@@ -806,33 +818,125 @@ class Store:
             params,
         )
 
-    def feed(self, me: bytes, *, limit: int, offset: int = 0) -> list[tuple[Record, int]]:
-        """Documents, recommendations and reposts, nearest in trust first, then newest.
+    # --- the feed ---------------------------------------------------------------------------
 
-        Trust distance: 0 for ``me``, 1 for whom I follow, 2 for whom they follow (at most
-        FEED_MAX_SECOND_HOP of them), 3 for everyone else. Returns (record, distance) pairs.
-        """
+    def trust_tiers(self, me: bytes) -> list[set[bytes]]:
+        """Authors by trust distance: [{me}, whom I follow, whom they follow]. The second hop
+        holds at most FEED_MAX_SECOND_HOP authors (the first ones in key order)."""
         first = self.following(me) - {me}
         second: set[bytes] = set()
         for author in sorted(first):
             second |= self.following(author)
             if len(second) > FEED_MAX_SECOND_HOP:
                 break
-        trust = {author: 2 for author in sorted(second)[:FEED_MAX_SECOND_HOP]}
-        trust.update({author: 1 for author in first})
-        trust[me] = 0
-        values = ",".join("(?, ?)" for _ in trust)
-        params: list[Any] = [x for pair in trust.items() for x in pair]
-        sql = (
-            f"WITH trust(author, d) AS (VALUES {values})"
-            " SELECT r.wire, coalesce(t.d, 3) AS d FROM records r"
-            " LEFT JOIN trust t ON t.author = r.author"
-            " WHERE r.kind IN ('doc', 'rec', 'repost')"
-            " ORDER BY d, r.created_ms DESC, r.id DESC LIMIT ? OFFSET ?"
-        )
+        second -= first | {me}
+        return [{me}, first, set(sorted(second)[:FEED_MAX_SECOND_HOP])]
+
+    def feed(
+        self,
+        me: bytes,
+        *,
+        limit: int,
+        offset: int = 0,
+        upto: int | None = None,
+        count: bool = True,
+    ) -> FeedPage:
+        """Documents, recommendations and reposts, nearest in trust first, then newest.
+
+        Trust distance: 0 for ``me``, 1 for whom I follow, 2 for whom they follow, 3 for
+        everyone else (see ``trust_tiers``); within a distance, newest first (equal times: the
+        last to arrive first). ``upto`` pins the snapshot: only records stored up to that point
+        (rowids grow as records arrive), so paging through a feed that grows meanwhile neither
+        repeats nor skips; a page answers with the snapshot it used. ``count=False`` skips
+        counting the whole feed (``total`` is then None): later pages of a snapshot need not.
+
+        Each distance is one query on an index (authors' for distances 0-2, time for the rest)
+        and the sizes of the nearer distances map ``offset`` to one of them, so a page costs
+        ~1 ms near the top and ~50 ms at the far end of 100k records, where sorting the whole
+        table for each page cost 250-550 ms.
+        """
+        tiers = self.trust_tiers(me)
+        trusted = set().union(*tiers)
+        kinds = ",".join(f"'{k}'" for k in FEED_KINDS)
+        # ``+rowid``: a bound, never the index to scan (that would read the whole table).
+        scope = f"kind IN ({kinds}) AND +rowid <= ?"
         with self._lock:
-            rows = self._db_or_raise().execute(sql, [*params, limit, offset]).fetchall()
-        return [(decode_record(row[0], verify=False), int(row[1])) for row in rows]
+            db = self._db_or_raise()
+            if upto is None:
+                upto = int(db.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()[0])
+            total = None
+            if count:
+                sql = f"SELECT count(*) FROM records WHERE {scope}"
+                total = int(db.execute(sql, (upto,)).fetchone()[0])
+            items: list[tuple[bytes, int]] = []
+            skip = offset
+            for distance, authors in enumerate([*tiers, trusted]):
+                if len(items) >= limit:
+                    break
+                marks = ",".join("?" * len(authors))
+                where = f"author {'NOT IN' if distance == 3 else 'IN'} ({marks}) AND {scope}"
+                params: list[Any] = [*sorted(authors), upto]
+                if distance < 3:
+                    if not authors:
+                        continue
+                    size = db.execute(f"SELECT count(*) FROM records WHERE {where}", params)
+                    tier_size = int(size.fetchone()[0])
+                    if skip >= tier_size:
+                        skip -= tier_size
+                        continue
+                # Sort (created_ms, rowid) from the covering index, then read only the page's
+                # wires: sorting whole rows of a prolific author took 40 ms, this takes 1-5.
+                rows = db.execute(
+                    "SELECT r.wire FROM (SELECT rowid AS k, created_ms AS t FROM records"
+                    f" WHERE {where} ORDER BY created_ms DESC, rowid DESC LIMIT ? OFFSET ?) p"
+                    " JOIN records r ON r.rowid = p.k ORDER BY p.t DESC, p.k DESC",
+                    [*params, limit - len(items), skip],
+                )
+                items += [(bytes(row[0]), distance) for row in rows]
+                skip = 0
+        page = [(decode_record(wire, verify=False), d) for wire, d in items]
+        return FeedPage(page, total, upto)
+
+    def recommenders(
+        self, authors: Iterable[bytes], subjects: Iterable[bytes]
+    ) -> dict[bytes, list[Record]]:
+        """For each subject record id, the recommendations of it by any of ``authors``.
+
+        There is no index of what a recommendation is about, so this reads the recommendations
+        of those authors (through the authors' index): its cost grows with how much the people
+        you trust recommend, not with the size of the store.
+        """
+        wanted = set(subjects)
+        out: dict[bytes, list[Record]] = {}
+        chosen = sorted(set(authors))
+        if not wanted or not chosen:
+            return out
+        with self._lock:
+            db = self._db_or_raise()
+            wires: list[bytes] = []
+            for chunk in _chunks(chosen, CHUNK_RECORDS):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT wire FROM records WHERE author IN ({marks}) AND kind = ?",
+                    [*chunk, REC],
+                )
+                wires += [bytes(row[0]) for row in rows]
+        for wire in wires:
+            body = msgpack.unpackb(wire, raw=False)[5]
+            subject = body.get("subject")
+            if body.get("subject_type") == SUBJECT_RECORD and subject in wanted:
+                out.setdefault(subject, []).append(decode_record(wire, verify=False))
+        for found in out.values():
+            found.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
+        return out
+
+    def reposts_of(self, record_id: bytes) -> list[Record]:
+        """Every stored repost that embeds this record (at any depth), newest first."""
+        return self._records(
+            "SELECT r.wire FROM embeds e JOIN records r ON r.rowid = e.record"
+            " WHERE e.original = ? ORDER BY r.created_ms DESC, r.id DESC",
+            (record_id,),
+        )
 
     def search(self, query: str, *, limit: int = 50) -> list[Record]:
         """Full-text search over titles, descriptions, tags, texts, notes and profile names.
@@ -856,6 +960,11 @@ class Store:
             else:
                 row = db.execute("SELECT count(*) FROM records WHERE kind = ?", (kind,)).fetchone()
             return int(row[0])
+
+    def count_by_author(self, author: bytes) -> int:
+        with self._lock:
+            sql = "SELECT count(*) FROM records WHERE author = ?"
+            return int(self._db_or_raise().execute(sql, (author,)).fetchone()[0])
 
     def is_retracted(self, record_id: bytes) -> bool:
         """A retract naming this id is stored and no record with this id is.
