@@ -243,34 +243,25 @@ def cmd_node(args: argparse.Namespace, data_dir: DataDir) -> int:
 
 
 def cmd_tui(args: argparse.Namespace, data_dir: DataDir) -> int:
-    from p2pshare.tui.launch import Launch, node_argv, remote_argv, run
+    from p2pshare.tui.launch import Launch, init_argv, node_argv, remote_argv, run
 
+    log_file = data_dir.root / "tui.log" if data_dir.root.is_dir() else None
     if args.remote:
-        return run(Launch(remote=remote_argv(args.remote)))
+        return run(Launch(remote=remote_argv(args.remote)), log_file=log_file)
     if args.attach:
-        return run(Launch(socket=Path(args.attach).expanduser()))
-    if not data_dir.identity.exists():
-        _first_run(data_dir)
-    return run(
-        Launch(
-            socket=data_dir.control_socket,
-            node_argv=node_argv(data_dir.root),
-            keep_running=args.keep_running,
-        )
-    )
-
-
-def _first_run(data_dir: DataDir) -> None:
-    """No identity yet: ask for a display name here, before the full screen takes over."""
-    if not sys.stdin.isatty():
+        return run(Launch(socket=Path(args.attach).expanduser()), log_file=log_file)
+    first_run = not data_dir.identity.exists()
+    if first_run and not sys.stdin.isatty():
         raise UserError(
             f"{data_dir.root} has no identity yet; create one with: p2pshare init --name NAME"
         )
-    print("Welcome to p2pshare. Peers will see you by a display name (you can change it later).")
-    name = ""
-    while not name:
-        name = input("Your display name: ").strip()
-    cmd_init(argparse.Namespace(name=name), data_dir)
+    launch = Launch(
+        socket=data_dir.control_socket,
+        node_argv=node_argv(data_dir.root),
+        init_argv=init_argv(data_dir.root),
+        keep_running=args.keep_running,
+    )
+    return run(launch, first_run=first_run, log_file=data_dir.root / "tui.log")
 
 
 def cmd_control_stdio(args: argparse.Namespace, data_dir: DataDir) -> int:

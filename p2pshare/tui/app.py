@@ -1,9 +1,10 @@
 """The p2pshare app: the feed first, keys for what people do with a record, live events.
 
-The app holds one ``NodeClient``. ``connect`` is given by the launcher (find or start a node)
-or by a test (a fake). Every node call goes through ``call_node``, which turns errors into a
-notification: the person sees a sentence, never a traceback. Events are buffered and applied
-at most FLUSH_PER_S times a second, so a burst of thousands of records cannot freeze the screen.
+The app holds one ``NodeClient``, got from ``connect`` (the launcher finds or starts a node; a
+test hands a fake). Every node call goes through ``call_node``, which turns errors into a
+notification: the person reads a sentence, never a traceback. Pushed events go into an
+``EventBuffer`` and reach the screens as one batch at most FLUSH_PER_S times a second, so a
+burst of thousands of records cannot freeze the screen.
 """
 
 from __future__ import annotations
@@ -20,30 +21,45 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from p2pshare.control.errors import ControlConnectionError, ControlError
+from p2pshare.protocol import limits as L
 from p2pshare.tui import records as R
 from p2pshare.tui.client import NodeClient
-from p2pshare.tui.forms import CommunitiesScreen, MySharesScreen
-from p2pshare.tui.screens import (
-    FeedScreen,
-    HelpScreen,
-    PeersScreen,
-    SearchScreen,
-    TextPrompt,
-    TransfersScreen,
-)
+from p2pshare.tui.communities import CommunitiesScreen, InviteScreen
+from p2pshare.tui.dialogs import Confirm, CreateIdentity, HelpScreen, TextPrompt, WelcomeScreen
+from p2pshare.tui.feed import FeedScreen
+from p2pshare.tui.live import FLUSH_PER_S, Batch, EventBuffer
+from p2pshare.tui.peers import PeersScreen
+from p2pshare.tui.profile import ProfileScreen
+from p2pshare.tui.search import SearchScreen
+from p2pshare.tui.shares import MySharesScreen
+from p2pshare.tui.transfers import TransfersScreen
 
-FLUSH_PER_S = 10
 Connect = Callable[[], Awaitable[NodeClient]]
 Disconnect = Callable[[NodeClient], Awaitable[None]]
+TRUST_METHODS = ("follow", "unfollow", "block", "unblock")  # they reorder the feed
+# Keys acting on the selected record: offered where a screen has ``selected_view`` (and, if it
+# says so in ``RECORD_ACTIONS``, only those), hidden from the footer elsewhere.
+RECORD_ACTIONS = frozenset(
+    {"recommend", "republish", "download", "save", "open", "follow", "block"}
+)
+SECTIONS = (SearchScreen, PeersScreen, CommunitiesScreen, TransfersScreen, MySharesScreen)
 
 CSS = """
-#status { height: 1; padding: 0 1; background: $boost; }
-#prompt, #help, #share-form {
-    width: 80; height: auto; max-height: 90%; padding: 1 2;
+#status, #search-status, #mine-status, #peers-status, #communities-status, #transfers-status {
+    height: 1; padding: 0 1; background: $boost;
+}
+.dialog {
+    width: 84; height: auto; max-height: 90%; padding: 1 2;
     border: round $accent; background: $panel;
 }
-TextPrompt, HelpScreen, ShareForm { align: center middle; }
-#details { padding: 1 2; }
+TextPrompt, Confirm, HelpScreen, ShareForm, WelcomeScreen, InviteScreen { align: center middle; }
+#document, #profile { padding: 1 2; }
+#form-buttons { height: 1; margin-top: 1; }
+#form-buttons Button { margin-right: 2; }
+.field { height: 1; margin-bottom: 1; }
+.field Label { width: 14; }
+.field Input, .field Select { width: 1fr; }
+.note { margin: 0 0 1 14; color: $text-muted; }
 """
 
 
@@ -59,32 +75,48 @@ class P2PShareApp(App[None]):
         Binding("d", "download", "Download"),
         Binding("f", "follow", "Follow"),
         Binding("b", "block", "Block"),
-        Binding("t", "transfers", "Transfers", show=False),
-        Binding("e", "peers", "Peers", show=False),
-        Binding("c", "join", "Join", show=False),
-        Binding("i", "invite", "Invite", show=False),
-        Binding("n", "show_new", "New", show=False),
         Binding("m", "my_shares", "My shares"),
+        Binding("s", "save", "Save a copy", show=False),
+        Binding("o", "open", "Open the document", show=False),
+        Binding("e", "peers", "Peers", show=False),
         Binding("g", "communities", "Communities", show=False),
-        Binding("u", "profile", "Profile", show=False),
+        Binding("t", "transfers", "Transfers", show=False),
+        Binding("u", "profile", "Your profile", show=False),
+        Binding("c", "join", "Join with an invite code", show=False),
+        Binding("i", "invite", "Show an invite code", show=False),
+        Binding("n", "show_new", "Show new records", show=False),
+        Binding("ctrl+r", "reload", "Reload", show=False),
     ]
 
-    def __init__(self, connect: Connect, disconnect: Disconnect | None = None) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        disconnect: Disconnect | None = None,
+        *,
+        create_identity: CreateIdentity | None = None,
+    ) -> None:
         super().__init__()
         self._connect = connect
         self._disconnect = disconnect
+        self._create_identity = create_identity
         self.client: NodeClient | None = None
         self.feed = FeedScreen()
+        self.events_in = EventBuffer()
         self.transfers: dict[str, dict[str, Any]] = {}
-        self._new_records: list[dict[str, Any]] = []
-        self._dirty_transfers = False
+        self.connected: set[str] = set()
+        self._me = ""
+
+    @property
+    def my_peer_id(self) -> str:
+        return self._me
 
     # --- start-up and events ------------------------------------------------------------------
 
     async def on_mount(self) -> None:
         await self.push_screen(self.feed)
+        self.feed.rows.focus()
         self.run_worker(self._start(), group="start", exit_on_error=False)
-        self.set_interval(1 / FLUSH_PER_S, self._apply_events)
+        self.set_interval(1 / FLUSH_PER_S, self._flush_events)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A bug in a background task becomes a notice (and the app goes on), not a traceback."""
@@ -93,54 +125,76 @@ class P2PShareApp(App[None]):
             self.notify(f"Something went wrong: {error!r}", severity="error", timeout=20)
 
     async def _start(self) -> None:
+        if self._create_identity is not None:
+            self.feed.set_status("Welcome! Choose your display name.")
+            await self.push_screen(WelcomeScreen(self._create_identity), wait_for_dismiss=True)
+            self.feed.set_status("Starting your node…")
         try:
             self.client = await self._connect()
         except (ControlConnectionError, ControlError, OSError) as exc:
             self.feed.set_status(f"Cannot reach the node: {exc}")
             self.notify(str(exc), title="Node unreachable", severity="error", timeout=30)
             return
-        info = await self.call_node("status")
-        if info is not None:
-            self.sub_title = (
-                f"{info.get('peer_id', '')[:16]}…  {info.get('connected_peers', 0)} peers"
-            )
+        status = await self.call_node("status")
+        if status is not None:
+            self._me = str(status.get("peer_id", ""))
+            self.sub_title = f"{self._me[:8]}…{self._me[-6:]}"
+        peers = await self.call_node("peers")
+        if peers is not None:
+            self.connected = {p["peer_id"] for p in peers["peers"] if p.get("connected")}
         await self.feed.reload()
-        self.feed.table.focus()
+        self.feed.show_status(self._peers_text())
         self.run_worker(self._consume_events(), group="events", exit_on_error=False)
+
+    def _peers_text(self) -> str:
+        n = len(self.connected)
+        return "no peers connected" if not n else f"{n} peer{'s' if n != 1 else ''} connected"
 
     async def _consume_events(self) -> None:
         assert self.client is not None
         try:
             await self.client.subscribe()
             async for event in self.client.events():
-                self._on_event(event.event, event.data)
+                self.events_in.add(event.event, event.data)
         except ControlConnectionError as exc:
             self.feed.set_status(f"Lost the node: {exc}")
             self.notify(f"Lost the connection to the node: {exc}", severity="error", timeout=30)
 
-    def _on_event(self, name: str, data: Any) -> None:
-        """Only buffer here; ``_apply_events`` touches widgets."""
-        if name == "record-added" and isinstance(data, dict):
-            self._new_records.append(data)
-        elif name.startswith("transfer-") and isinstance(data, dict) and "root" in data:
-            entry = self.transfers.setdefault(data["root"], {"title": data.get("title", "")})
-            entry.update(data)
-            entry["state"] = {"transfer-done": "done", "transfer-failed": "failed"}.get(name, "")
-            if name == "transfer-done":
-                entry["percent"] = 100.0
-                self.notify(f"Downloaded {entry.get('title') or 'the document'}")
-            elif name == "transfer-failed":
-                self.notify(f"Download failed: {data.get('error', '')}", severity="error")
-            self._dirty_transfers = True
+    def _flush_events(self) -> None:
+        """Apply what the node pushed since the last flush: app state, the feed, the screen
+        in front."""
+        batch = self.events_in.take()
+        if batch is None:
+            return
+        self._apply(batch)
+        self.feed.apply(batch)
+        screen = self.screen
+        apply = getattr(screen, "apply", None)
+        if screen is not self.feed and callable(apply):
+            apply(batch)
 
-    def _apply_events(self) -> None:
-        if self._new_records:
-            views, self._new_records = self._new_records, []
-            self.feed.records_arrived(views)
-        if self._dirty_transfers:
-            self._dirty_transfers = False
-            if isinstance(self.screen, TransfersScreen):
-                self.screen.update_transfers()
+    def _apply(self, batch: Batch) -> None:
+        for root, progress in batch.transfers.items():
+            entry = self.transfers.setdefault(root, {})
+            if not entry.get("state"):
+                entry.update(progress)
+        for name, data in batch.finished:
+            root = str(data.get("root", ""))
+            entry = self.transfers.setdefault(root, {"title": root[:12]})
+            entry.update(data)
+            title = entry.get("title") or "the document"
+            if name == "transfer-done":
+                entry.update(state="done", percent=100.0)
+                self.notify(f"Downloaded {title}; s saves a copy, o opens it")
+            else:
+                entry["state"] = "failed"
+                self.notify(
+                    f"Download of {title} failed: {data.get('error', '')}", severity="error"
+                )
+        if batch.peers:
+            for peer, up in batch.peers.items():
+                (self.connected.add if up else self.connected.discard)(peer)
+            self.feed.show_status(self._peers_text())
 
     async def call_node(self, method: str, /, **params: Any) -> Any:
         """The node's answer, or None after telling the person what went wrong."""
@@ -148,16 +202,23 @@ class P2PShareApp(App[None]):
             self.notify("Not connected to a node yet.", severity="warning")
             return None
         try:
-            return await self.client.call(method, **params)
+            result = await self.client.call(method, **params)
         except ControlError as exc:
             self.notify(str(exc), severity="error", timeout=10)
+            return None
         except ControlConnectionError as exc:
             self.notify(f"The node is unreachable: {exc}", severity="error", timeout=10)
-        return None
+            return None
+        if method in TRUST_METHODS and self.feed.loaded:
+            self.feed.refresher.request()  # the ranking changed
+        return result
 
     async def on_unmount(self) -> None:
         if self.client is not None and self._disconnect is not None:
             await self._disconnect(self.client)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return _offered(action, self.screen)
 
     # --- the record in front of the person ----------------------------------------------------
 
@@ -168,29 +229,47 @@ class P2PShareApp(App[None]):
             self.notify("Select a record first.", severity="warning")
         return view
 
-    async def action_recommend(self) -> None:
+    def _record(self) -> dict[str, Any] | None:
+        view = self._selected()
+        if view is not None and view.get("kind") == "peer":
+            self.notify("That is a peer, not a record.", severity="warning")
+            return None
+        return view
+
+    def action_recommend(self) -> None:
         view = self._selected()
         if view is None:
             return
+        what = R.short(R.title(view), 60)
 
         async def done(text: str | None) -> None:
             if text and await self.call_node("recommend", target=view["id"], text=text):
-                self.notify(f"Recommended {R.short(str(view.get('headline', '')), 40)}")
+                self.notify(f"Recommended {what}")
 
         self.push_screen(
-            TextPrompt(f"Recommend: {view.get('headline', '')}", "why you vouch for it"), done
+            TextPrompt(
+                f"Recommend [b]{what}[/b]: say why you vouch for it",
+                "e.g. clear, tested, saved me an afternoon",
+                max_length=L.MAX_REC_TEXT_CHARS,
+            ),
+            done,
         )
 
     async def action_republish(self) -> None:
-        view = self._selected()
+        view = self._record()
         if view is None:
+            return
+        refusal = R.republish_refusal(view)
+        if refusal is not None:
+            self.notify(refusal, title="Not republished", severity="error", timeout=15)
             return
         result = await self.call_node("repost", id=view["id"])
         if result is not None:
-            self.notify(f"Republished {R.short(str(view.get('headline', '')), 40)}")
+            where = result.get("community", "")
+            self.notify(f"Republished {R.short(R.title(view), 50)} to {where}")
 
     async def action_download(self) -> None:
-        view = self._selected()
+        view = self._record()
         if view is None:
             return
         if not R.is_document(view):
@@ -200,27 +279,27 @@ class P2PShareApp(App[None]):
         if result is None:
             return
         if result.get("state") == "complete":
-            self.notify(f"{result.get('title', 'It')} is already downloaded; s saves a copy.")
+            self.notify(f"{result.get('title', 'It')} is downloaded already; s saves a copy.")
             return
-        self.transfers.setdefault(
-            result["root"], {"title": result.get("title", ""), "percent": 0.0}
-        )
-        self.notify(f"Downloading {result.get('title', '')}; t shows progress.")
+        self.transfers[str(result["root"])] = {
+            "title": result.get("title", ""),
+            "size": result.get("size", 0),
+            "percent": 0.0,
+        }
+        self.notify(f"Downloading {result.get('title', '')}; t shows the progress.")
 
     async def action_save(self) -> None:
-        view = self._selected()
+        view = self._record()
         if view is None:
             return
-        out = Path.home() / "Downloads"
-        params: dict[str, Any] = {"id": view["id"]}
-        if out.is_dir():
-            params["out"] = str(out)
-        result = await self.call_node("save", **params)
+        downloads = Path.home() / "Downloads"
+        out = downloads if downloads.is_dir() else Path.home()
+        result = await self.call_node("save", id=view["id"], out=str(out))
         if result is not None:
-            self.notify(f"Saved at {result['path']}")
+            self.notify(f"Saved a copy at {result['path']}")
 
     async def action_open(self) -> None:
-        view = self._selected()
+        view = self._record()
         if view is None:
             return
         result = await self.call_node("save", id=view["id"])
@@ -233,67 +312,94 @@ class P2PShareApp(App[None]):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError:
             self.notify(
                 f"No program to open files here; the file is at {result['path']}",
                 severity="warning",
             )
+        else:
+            self.notify(f"Opening {result['path']}")
 
-    async def _author_action(self, method: str, verb: str) -> None:
+    def _author(self) -> tuple[str, str] | None:
         view = self._selected()
         if view is None:
-            return
-        author = str(view.get("author", ""))
-        result = await self.call_node(method, key=author)
-        if result is not None:
-            self.notify(f"{verb} {R.author(view)}")
-            if method == "block":
-                await self.feed.reload()
+            return None
+        key = str(view.get("author", ""))
+        if key == self._me:
+            self.notify("That is you.", severity="warning")
+            return None
+        return key, R.author(view)
 
     async def action_follow(self) -> None:
-        await self._author_action("follow", "Following")
+        who = self._author()
+        if who is not None and await self.call_node("follow", key=who[0]) is not None:
+            self.notify(f"Following {who[1]}: their shares now rank near the top")
 
-    async def action_block(self) -> None:
-        await self._author_action("block", "Blocked")
+    def action_block(self) -> None:
+        who = self._author()
+        if who is None:
+            return
 
-    # --- other screens ------------------------------------------------------------------------
+        async def answered(yes: bool | None) -> None:
+            if yes and (result := await self.call_node("block", key=who[0])) is not None:
+                self.notify(f"Blocked {who[1]}; {result.get('removed', 0)} records dropped")
+
+        self.push_screen(
+            Confirm(
+                f"Block {who[1]}?\nTheir records are dropped from this node and refused from"
+                " now on (unblock in peers, e)."
+            ),
+            answered,
+        )
+
+    # --- places -------------------------------------------------------------------------------
+
+    def _open(self, screen: Screen[Any]) -> None:
+        """Sections replace each other above the feed rather than piling up."""
+        while len(self.screen_stack) > 2 and isinstance(self.screen, (*SECTIONS, ProfileScreen)):
+            self.pop_screen()
+        self.push_screen(screen)
+
+    def action_close_screen(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     def action_search(self) -> None:
-        self.push_screen(SearchScreen())
+        self._open(SearchScreen())
 
     def action_my_shares(self) -> None:
-        self.push_screen(MySharesScreen())
+        self._open(MySharesScreen())
 
     def action_communities(self) -> None:
-        self.push_screen(CommunitiesScreen())
+        self._open(CommunitiesScreen())
 
     def action_profile(self) -> None:
-        async def done(name: str | None) -> None:
-            if name and await self.call_node("profile", name=name):
-                self.notify(f"Your display name is now {name}")
-
-        self.push_screen(TextPrompt("Your display name, as peers see it", "e.g. Cycle Works"), done)
+        self._open(ProfileScreen())
 
     def action_transfers(self) -> None:
-        self.push_screen(TransfersScreen(self.transfers))
+        self._open(TransfersScreen())
 
-    async def action_peers(self) -> None:
-        result = await self.call_node("peers")
-        if result is not None:
-            self.push_screen(PeersScreen(result["peers"]))
+    def action_peers(self) -> None:
+        self._open(PeersScreen())
 
     async def action_show_new(self) -> None:
         await self.feed.reload()
 
+    async def action_reload(self) -> None:
+        reload = getattr(self.screen, "reload", None)
+        if callable(reload):
+            await reload()
+        self.notify("Reloaded", timeout=2)
+
     async def action_invite(self) -> None:
         result = await self.call_node("invite")
         if result is not None:
-            self.copy_to_clipboard(result["code"])
-            self.notify(f"Invite code (copied): {result['code']}", timeout=60)
+            self.push_screen(InviteScreen(None, result["code"]))
 
     def action_join(self) -> None:
         async def done(code: str | None) -> None:
@@ -301,9 +407,8 @@ class P2PShareApp(App[None]):
                 return
             result = await self.call_node("join", code=code)
             if result is not None:
-                self.notify(
-                    f"Joined {result.get('community')} with {str(result.get('peer_id', ''))[:16]}…"
-                )
+                peer = str(result.get("peer_id", ""))
+                self.notify(f"Joined {result.get('community')} with {peer[:8]}…{peer[-6:]}")
 
         self.push_screen(TextPrompt("Join with an invite code", "p2ps1…"), done)
 
@@ -311,10 +416,20 @@ class P2PShareApp(App[None]):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            if binding.action in ("quit",):
+            if binding.action in ("quit", "help") or not _offered(binding.action, screen):
                 continue
             yield SystemCommand(
                 binding.description,
                 f"key {binding.key}",
                 lambda action=binding.action: self.run_action(action),
             )
+
+
+def _offered(action: str, screen: Screen[Any]) -> bool:
+    """Whether a key makes sense on ``screen`` (record keys need a record in front)."""
+    if action not in RECORD_ACTIONS:
+        return True
+    allowed = getattr(screen, "RECORD_ACTIONS", None)
+    if allowed is not None:
+        return action in allowed
+    return hasattr(screen, "selected_view")

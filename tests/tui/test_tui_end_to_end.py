@@ -77,15 +77,15 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     server.kill()
 
 
-def _loopback_config(home: Path) -> None:
-    """The TUI's own node: loopback only, no mDNS, downloads only when asked."""
-    config = home / "config.toml"
-    text = config.read_text()
-    text = text.replace('listen = ["/ip4/0.0.0.0/tcp/4011"]', 'listen = ["/ip4/127.0.0.1/tcp/0"]')
-    text = text.replace("mdns = true", "mdns = false").replace(
-        'fetch = "followed"', 'fetch = "none"'
-    )
-    config.write_text(text)
+LOOPBACK_CONFIG = """\
+# The TUI's own node in the end-to-end test: loopback only, no mDNS, downloads only when asked.
+name = ""
+listen = ["/ip4/127.0.0.1/tcp/0"]
+bootstrap = []
+communities = ["public"]
+fetch = "none"
+mdns = false
+"""
 
 
 def test_a_neighbours_document_appears_is_downloaded_and_republished_from_the_tui(
@@ -94,13 +94,20 @@ def test_a_neighbours_document_appears_is_downloaded_and_republished_from_the_tu
     neighbour = node_factory("neighbour")
     neighbour.start()
     me = NodeProcess(tmp_path / "me")
-    me.init("Me")
-    _loopback_config(me.home)
+    me.home.mkdir(mode=0o700)
+    (me.home / "config.toml").write_text(LOOPBACK_CONFIG)  # init keeps it
 
     tmux.start(f"env P2PSHARE_HOME={me.home} {sys.executable} -m p2pshare; sleep 600")
-    tmux.wait_for("0 records")  # the feed, from the node the TUI started: nothing shared yet
     try:
+        # First run: no identity yet, so the TUI asks for a name and creates one.
+        tmux.wait_for("Welcome to p2pshare")
+        tmux.type("Me at home")
+        tmux.key("Enter")
+        tmux.wait_for("0 records")  # the feed, from the node the TUI started
+        assert me.json("id")["peer_id"]
+
         me.ok("connect", neighbour.address())
+        tmux.wait_for("1 peer connected")  # peer events reach the screen live
 
         guide = tmp_path / "guide.pdf"
         guide.write_bytes(os.urandom(1_500_000))
@@ -124,6 +131,26 @@ def test_a_neighbours_document_appears_is_downloaded_and_republished_from_the_tu
         repost = neighbour.jsonl("list", "--kind", "repost", "--limit", "0")[0]
         assert repost["original"]["id"] == doc_id
         assert repost["author"] == me.json("id")["peer_id"]
+
+        # A document whose licence forbids republishing: refused, with the reason.
+        price_list = tmp_path / "prices.pdf"
+        price_list.write_bytes(os.urandom(10_000))
+        neighbour.ok(
+            "share",
+            str(price_list),
+            "--title",
+            "Private price list",
+            "--licence",
+            "all-rights-reserved",
+        )
+        tmux.wait_for("Private price list")
+        # My repost ranks first (me, then the people I follow, then others, newest first).
+        tmux.key("Down")
+        tmux.key("Enter")
+        tmux.wait_for("it cannot be republished")  # its document screen
+        tmux.key("p")
+        tmux.wait_for("Not republished")
+        assert len(neighbour.jsonl("list", "--kind", "repost", "--limit", "0")) == 1
 
         tmux.key("q")
         wait_for(
