@@ -17,6 +17,7 @@ from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -109,6 +110,18 @@ class P2PShareApp(App[None]):
     @property
     def my_peer_id(self) -> str:
         return self._me
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notices carry titles, names and errors from peers: plain text unless asked."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # --- start-up and events ------------------------------------------------------------------
 
@@ -248,7 +261,7 @@ class P2PShareApp(App[None]):
 
         self.push_screen(
             TextPrompt(
-                f"Recommend [b]{what}[/b]: say why you vouch for it",
+                f"Recommend [b]{R.escape(what)}[/b]: say why you vouch for it",
                 "e.g. clear, tested, saved me an afternoon",
                 max_length=L.MAX_REC_TEXT_CHARS,
             ),
@@ -348,8 +361,8 @@ class P2PShareApp(App[None]):
 
         self.push_screen(
             Confirm(
-                f"Block {who[1]}?\nTheir records are dropped from this node and refused from"
-                " now on (unblock in peers, e)."
+                f"Block {R.escape(who[1])}?\nTheir records are dropped from this node and refused"
+                " from now on (unblock in peers, e)."
             ),
             answered,
         )

@@ -12,6 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
 from p2pshare.protocol import limits as L
+from p2pshare.tui import records as R
 
 
 def field(label: str, widget: Widget) -> Horizontal:
@@ -104,7 +105,7 @@ class WelcomeScreen(ModalScreen[str]):
         try:
             await self.create(name)
         except Exception as exc:  # shown, and the person may try again
-            error.update(f"[red]{exc}[/red]")
+            error.update(f"[red]{R.escape(str(exc))}[/red]")
             return
         self.dismiss(name)
 

@@ -33,7 +33,7 @@ class FeedScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Connecting to the node…", id="status")
+        yield Static("Connecting to the node…", id="status", markup=False)
         yield RecordList(self._fetch, id="feed-list", empty="")
         yield Footer()
 

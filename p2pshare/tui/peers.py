@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -86,7 +87,7 @@ class PeersScreen(Screen[None]):
         table.clear()
         for person in self.people:
             table.add_row(
-                R.short(str(person.get("name") or ""), 24),
+                Text(R.short(str(person.get("name") or ""), 24)),
                 str(person["peer_id"]),
                 state(person),
                 R.TRUST_LABELS.get(int(person.get("trust", 3)), "") or "-",

@@ -39,7 +39,7 @@ class ProfileScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="profile"):
-            yield Static("Asking the node…", id="identity")
+            yield Static("Asking the node…", id="identity", markup=False)
             yield Label("\n[b]Your profile, as peers see it[/b]\n")
             for name, label, placeholder, limit in FIELDS:
                 entry = Input(

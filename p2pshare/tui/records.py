@@ -155,8 +155,8 @@ def field(label: str, value: str) -> str:
     """``label`` then ``value``, the value wrapped under itself (peers' text is escaped)."""
     lines = textwrap.wrap(value, DETAIL_WIDTH - LABEL_WIDTH, break_on_hyphens=False) or [""]
     pad = " " * LABEL_WIDTH
-    first = label.ljust(LABEL_WIDTH) + _escape(lines[0])
-    return "\n".join([first, *(pad + _escape(line) for line in lines[1:])])
+    first = label.ljust(LABEL_WIDTH) + escape(lines[0])
+    return "\n".join([first, *(pad + escape(line) for line in lines[1:])])
 
 
 def details(view: dict[str, Any]) -> str:
@@ -164,7 +164,7 @@ def details(view: dict[str, Any]) -> str:
     src = source(view)
     body = src.get("body") or {}
     kind_label = KIND_LABELS.get(str(src.get("kind")), str(src.get("kind")))
-    lines = [f"[b]{_escape(title(src))}[/b]", ""]
+    lines = [f"[b]{escape(title(src))}[/b]", ""]
     lines.append(field(kind_label, f"by {author(src)} ({src.get('author', '')})"))
     lines.append(field("trust", TRUST_WORDS.get(int(view.get("trust", 3)), "")))
     lines.append(field("community", str(src.get("community", ""))))
@@ -183,12 +183,12 @@ def details(view: dict[str, Any]) -> str:
         if view.get("path"):
             lines.append(field("stored at", str(view["path"])))
         if body.get("description"):
-            lines += ["", _escape(str(body["description"]))]
+            lines += ["", escape(str(body["description"]))]
     elif src.get("kind") == "rec":
         lines.append(field("about", _subject(body)))
         if body.get("rating"):
             lines.append(field("rating", "*" * int(body["rating"])))
-        lines += ["", _escape(str(body.get("text", "")))]
+        lines += ["", escape(str(body.get("text", "")))]
     return "\n".join(lines)
 
 
@@ -200,10 +200,10 @@ def chain_text(view: dict[str, Any]) -> str:
     lines = []
     for link in links[:-1]:
         note = (link.get("body") or {}).get("note")
-        said = f": {_escape(str(note))}" if note else ""
-        lines.append(f"reposted by {_escape(author(link))}, {when(int(link['created_ms']))}{said}")
+        said = f": {escape(str(note))}" if note else ""
+        lines.append(f"reposted by {escape(author(link))}, {when(int(link['created_ms']))}{said}")
     original = links[-1]
-    lines.append(f"published by {_escape(author(original))}, {when(int(original['created_ms']))}")
+    lines.append(f"published by {escape(author(original))}, {when(int(original['created_ms']))}")
     return "\n".join(lines)
 
 
@@ -219,17 +219,20 @@ def vouches_text(vouches: dict[str, Any] | None) -> str:
             body = rec.get("body") or {}
             stars = f" {'*' * int(body['rating'])}" if body.get("rating") else ""
             who = f"{author(rec)} ({TRUST_LABELS.get(int(rec.get('trust', 3))) or 'other'})"
-            lines.append(f"  {_escape(who)}{stars}: {_escape(str(body.get('text', '')))}")
+            lines.append(f"  {escape(who)}{stars}: {escape(str(body.get('text', '')))}")
     else:
         lines.append("Nobody you follow, nor anyone they follow, has recommended it yet.")
     reposts = vouches.get("reposted_by") or []
     if reposts:
         names = ", ".join(author(r) for r in reposts[:10])
         more = f" and {len(reposts) - 10} more" if len(reposts) > 10 else ""
-        lines.append(f"Republished by {len(reposts)}: {_escape(names)}{more}")
+        lines.append(f"Republished by {len(reposts)}: {escape(names)}{more}")
     return "\n".join(lines)
 
 
-def _escape(text: str) -> str:
-    """Text from peers must never be read as markup."""
-    return text.replace("[", r"\[")
+def escape(text: str) -> str:
+    """Text from peers must never be read as markup. Every ``[`` is escaped (a fragment may
+    hold half a tag that the next fragment would close); a trailing backslash would escape the
+    tag after it, and Textual's markup has no way to write one there, so it gets a space."""
+    text = text.replace("[", "\\[")
+    return text + " " if text.endswith("\\") else text

@@ -31,7 +31,9 @@ class SearchScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="search titles, descriptions, tags, recommendations", id="query")
-        yield Static("Type words to find; enter goes to the results.", id="search-status")
+        yield Static(
+            "Type words to find; enter goes to the results.", id="search-status", markup=False
+        )
         yield RecordList(id="search-list", empty="")
         yield Footer()
 

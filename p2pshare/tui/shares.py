@@ -111,7 +111,7 @@ class ShareForm(ModalScreen[View | None]):
         return self.query_one(f"#{name}", Input).value.strip()
 
     def _error(self, text: str) -> None:
-        self.query_one("#form-error", Static).update(f"[red]{text}[/red]" if text else "")
+        self.query_one("#form-error", Static).update(f"[red]{R.escape(text)}[/red]" if text else "")
 
     def _licence_note(self) -> None:
         licence = str(self.query_one("#licence", Select).value)
@@ -217,7 +217,10 @@ class MySharesScreen(Screen[None]):
                 await self.reload()
 
         self.app.push_screen(
-            Confirm(f"Retract {what!r}?\nPeers who hold it drop it; this cannot be undone."),
+            Confirm(
+                f"Retract {R.escape(repr(what))}?\n"
+                "Peers who hold it drop it; this cannot be undone."
+            ),
             answered,
         )
 

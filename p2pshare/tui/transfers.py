@@ -51,10 +51,10 @@ class TransferRow(Widget):
         self.info = info
 
     def compose(self) -> ComposeResult:
-        yield Static(R.short(str(self.info.get("title", "")), 80), classes="title")
+        yield Static(R.short(str(self.info.get("title", "")), 80), classes="title", markup=False)
         with Horizontal():
             yield ProgressBar(total=100, show_eta=False)
-            yield Static("", classes="detail")
+            yield Static("", classes="detail", markup=False)
 
     def on_mount(self) -> None:
         self.show(self.info)

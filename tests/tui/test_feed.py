@@ -484,3 +484,54 @@ async def test_join_with_an_invite_code_and_show_one() -> None:
         assert app.screen.query_one("#invite-code", Input).value == "p2ps1invitecodeforpublic"
         await pilot.press("escape")
         assert app.screen is app.feed
+
+
+@on_asyncio
+async def test_peer_text_that_looks_like_markup_is_shown_as_written() -> None:
+    hostile = "[/b] Tricks [red]and[/] \\"
+    view = doc_view(0)
+    view["headline"] = view["body"]["title"] = hostile
+    view["body"]["description"] = "[link=x]click[/link] \\"
+    view["author_name"] = "[bold]Eve[/"
+    client = FakeClient([view])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, client, pilot)
+        await pilot.press("p")
+        await until(lambda: noticed(app, f"Republished {hostile}"), pilot, "the repost notice")
+        await pilot.press("d")
+        await until(lambda: noticed(app, "t shows the progress"), pilot, "the download notice")
+        await pilot.press("f")
+        await until(lambda: noticed(app, "Following [bold]Eve[/"), pilot, "the follow notice")
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, DocumentScreen), pilot, "the document")
+        await until(lambda: "[link=x]click[/link]" in details(app), pilot, "the description")
+        assert hostile.strip() in details(app)
+        await pilot.pause(0.1)  # let the notifications draw
+        assert app.is_running
+
+
+@on_asyncio
+async def test_markup_like_names_and_titles_survive_prompts_peers_and_transfers() -> None:
+    view = doc_view(0)
+    view["headline"] = view["body"]["title"] = "Guide [/i] \\"
+    view["author_name"] = "[bold]Eve[/"
+    client = FakeClient([view])
+    app = make_app(client)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(app, client, pilot)
+        await pilot.press("r")
+        await until(lambda: isinstance(app.screen, TextPrompt), pilot, "the prompt")
+        assert "Guide [/i]" in details(app)
+        await pilot.press("escape")
+        await pilot.press("b")
+        await until(lambda: isinstance(app.screen, Confirm), pilot, "the question")
+        assert "Block [bold]Eve[/?" in details(app)
+        await pilot.press("n")
+        await pilot.press("d")
+        await until(lambda: noticed(app, "t shows the progress"), pilot, "the download")
+        await pilot.press("t")
+        await until(lambda: isinstance(app.screen, TransfersScreen), pilot, "transfers")
+        await until(lambda: "Guide [/i]" in details(app), pilot, "the transfer's title")
+        await pilot.pause(0.1)
+        assert app.is_running

@@ -80,7 +80,7 @@ async def test_peers_lists_connected_followed_and_blocked_and_acts_on_them() -> 
         assert isinstance(screen, PeersScreen)
         await until(lambda: len(screen.people) == 3, pilot, "three people")
         table = screen.query_one(DataTable)
-        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         assert rows[0][:5] == ["Anna's Bikes", ANNA, "connected", "followed", "yes"]
         assert rows[1][2:4] == ["remembered", "-"] and rows[1][0] == "Ben's Books"
         assert rows[2][2] == "blocked"
