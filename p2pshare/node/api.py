@@ -206,13 +206,14 @@ class LibraryApi:
         )
         followed = lib.store.following(me) - {me}
         about = {record.id: {record.id, root_original(record).id} for record, _ in page.items}
-        recs = lib.store.recommenders(followed, set().union(*about.values()))
+        vouched = lib.store.vouchers(followed, set().union(*about.values()))
         views = []
         for record, distance in page.items:
             view = self.view(record)
             view["trust"] = distance
-            vouchers = {r.author for subject in about[record.id] for r in recs.get(subject, ())}
-            view["recommended_by"] = len(vouchers)
+            view["recommended_by"] = len(
+                set().union(*(vouched.get(s, ()) for s in about[record.id]))
+            )
             views.append(view)
         return {"records": views, "total": page.total, "snapshot": page.snapshot}
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from p2pshare.protocol.records import REC, SUBJECT_RECORD, Record, decode_record
+
 # 'P2PS': marks the file as ours, so we can refuse someone else's SQLite database.
 APPLICATION_ID = 0x50325053
 
@@ -108,7 +110,35 @@ def _statements(statements: Sequence[str]) -> Migration:
     return step
 
 
-MIGRATIONS: list[Migration] = [_statements(_V1)]
+_V2 = (
+    # What each recommendation of a record is about, so "who recommends this" reads a few index
+    # entries instead of every recommendation by the people one trusts.
+    """CREATE TABLE rec_subjects (
+        record INTEGER PRIMARY KEY,
+        subject BLOB NOT NULL,
+        author BLOB NOT NULL
+    )""",
+    "CREATE INDEX rec_subjects_by_subject ON rec_subjects (subject, author)",
+)
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    _statements(_V2)(db)
+    rows = db.execute("SELECT rowid, wire FROM records WHERE kind = ?", (REC,))
+    for rowid, wire in rows.fetchall():
+        entry = rec_subject_row(rowid, decode_record(wire, verify=False))
+        if entry is not None:
+            db.execute("INSERT INTO rec_subjects VALUES (?, ?, ?)", entry)
+
+
+def rec_subject_row(rowid: int, record: Record) -> tuple[int, bytes, bytes] | None:
+    """The ``rec_subjects`` row of a recommendation of a record (None for anything else)."""
+    if record.kind != REC or record.body.get("subject_type") != SUBJECT_RECORD:
+        return None
+    return (rowid, record.body["subject"], record.author)
+
+
+MIGRATIONS: list[Migration] = [_statements(_V1), _v2]
 
 
 def current_version() -> int:

@@ -59,7 +59,6 @@ from p2pshare.protocol.records import (
     REC,
     REPOST,
     RETRACT,
-    SUBJECT_RECORD,
     SUBJECT_THING,
     SUBJECT_URL,
     UNFOLLOW,
@@ -312,6 +311,7 @@ class _Ingest:
         self._follows: list[tuple[Any, ...]] = []
         self._refs: list[tuple[Any, ...]] = []
         self._embeds: list[tuple[Any, ...]] = []
+        self._subjects: list[tuple[int, bytes, bytes]] = []
 
     def chunk(self, items: Sequence[Decoded]) -> None:
         records = [item for item in items if not isinstance(item, Reason)]
@@ -393,6 +393,9 @@ class _Ingest:
         if record.original is not None:
             for member in repost_chain(record)[1:]:
                 self._embeds.append((member.id, rowid, member.author))
+        subject = schema.rec_subject_row(rowid, record)
+        if subject is not None:
+            self._subjects.append(subject)
         self.present.add(record.id)
         self.result.added.append(record)
 
@@ -438,6 +441,9 @@ class _Ingest:
         if self._embeds:
             db.executemany("INSERT OR IGNORE INTO embeds VALUES (?, ?, ?)", self._embeds)
             self._embeds.clear()
+        if self._subjects:
+            db.executemany("INSERT INTO rec_subjects VALUES (?, ?, ?)", self._subjects)
+            self._subjects.clear()
 
     def finish(self) -> IngestResult:
         self.flush()
@@ -636,7 +642,7 @@ class Store:
             touched_roots.update(
                 r[0] for r in db.execute("SELECT root FROM doc_refs WHERE record = ?", (rowid,))
             )
-            for table in ("doc_refs", "follows", "embeds"):
+            for table in ("doc_refs", "follows", "embeds", "rec_subjects"):
                 db.execute(f"DELETE FROM {table} WHERE record = ?", (rowid,))
             db.execute("DELETE FROM records WHERE rowid = ?", (rowid,))
             removed.append(record.id)
@@ -900,34 +906,48 @@ class Store:
     def recommenders(
         self, authors: Iterable[bytes], subjects: Iterable[bytes]
     ) -> dict[bytes, list[Record]]:
-        """For each subject record id, the recommendations of it by any of ``authors``.
-
-        There is no index of what a recommendation is about, so this reads the recommendations
-        of those authors (through the authors' index): its cost grows with how much the people
-        you trust recommend, not with the size of the store.
-        """
-        wanted = set(subjects)
+        """For each subject record id, the recommendations of it by any of ``authors``, newest
+        first. Reads the subjects' index entries, so the cost follows how often these records
+        were recommended, not how much the authors recommend."""
+        chosen = set(authors)
+        wanted = sorted(set(subjects))
         out: dict[bytes, list[Record]] = {}
-        chosen = sorted(set(authors))
         if not wanted or not chosen:
             return out
         with self._lock:
             db = self._db_or_raise()
-            wires: list[bytes] = []
-            for chunk in _chunks(chosen, CHUNK_RECORDS):
+            found: list[tuple[bytes, bytes]] = []
+            for chunk in _chunks(wanted, CHUNK_RECORDS):
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"SELECT wire FROM records WHERE author IN ({marks}) AND kind = ?",
-                    [*chunk, REC],
+                    "SELECT s.subject, s.author, r.wire FROM rec_subjects s"
+                    f" JOIN records r ON r.rowid = s.record WHERE s.subject IN ({marks})",
+                    chunk,
                 )
-                wires += [bytes(row[0]) for row in rows]
-        for wire in wires:
-            body = msgpack.unpackb(wire, raw=False)[5]
-            subject = body.get("subject")
-            if body.get("subject_type") == SUBJECT_RECORD and subject in wanted:
-                out.setdefault(subject, []).append(decode_record(wire, verify=False))
-        for found in out.values():
-            found.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
+                found += [(bytes(s), bytes(w)) for s, a, w in rows if bytes(a) in chosen]
+        for subject, wire in found:
+            out.setdefault(subject, []).append(decode_record(wire, verify=False))
+        for records in out.values():
+            records.sort(key=lambda r: (r.created_ms, r.id), reverse=True)
+        return out
+
+    def vouchers(
+        self, authors: Iterable[bytes], subjects: Iterable[bytes]
+    ) -> dict[bytes, set[bytes]]:
+        """For each subject record id, which of ``authors`` recommend it (the index alone: no
+        record is read, for the feed's "recommended by N you follow")."""
+        chosen = set(authors)
+        out: dict[bytes, set[bytes]] = {}
+        if not chosen:
+            return out
+        with self._lock:
+            db = self._db_or_raise()
+            for chunk in _chunks(sorted(set(subjects)), CHUNK_RECORDS):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT subject, author FROM rec_subjects WHERE subject IN ({marks})"
+                for subject, author in db.execute(sql, chunk):
+                    if bytes(author) in chosen:
+                        out.setdefault(bytes(subject), set()).add(bytes(author))
         return out
 
     def reposts_of(self, record_id: bytes) -> list[Record]:

@@ -3,6 +3,7 @@ snapshot that new arrivals do not disturb; and who vouches for a record."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from p2pshare.node import schema
 from p2pshare.node.store import FEED_KINDS, Store
 from p2pshare.protocol.records import Record, create_record
 from tests.node.test_store import (
@@ -188,6 +190,45 @@ def test_recommenders_finds_what_the_given_authors_said_about_each_subject(store
         guide.id: [carol_says.id, bob_says.id]  # newest first
     }
     assert store.recommenders([], [guide.id]) == {}
+
+
+def test_vouchers_says_which_of_the_given_authors_recommend_each_subject(store: Store) -> None:
+    guide = doc(DAVE, title="guide", root=b"g" * 32)
+    other = doc(DAVE, title="other", t=T0 + 1, root=b"h" * 32)
+    store.ingest([guide, other, vouch(BOB, guide), vouch(BOB, guide, text="again")])
+    store.ingest([vouch(CAROL, guide), vouch(ERIN, other)])
+
+    found = store.vouchers([pub(BOB), pub(CAROL)], [guide.id, other.id])
+
+    assert found == {guide.id: {pub(BOB), pub(CAROL)}}  # Erin was not asked about
+    assert store.vouchers([], [guide.id]) == {}
+
+
+def test_a_retracted_or_blocked_recommendation_no_longer_vouches(store: Store) -> None:
+    guide = doc(DAVE, title="guide", root=b"g" * 32)
+    bob_says, carol_says = vouch(BOB, guide), vouch(CAROL, guide)
+    store.ingest([guide, bob_says, carol_says, retract(BOB, bob_says)])
+    store.block(pub(CAROL))
+    assert store.recommenders([pub(BOB), pub(CAROL)], [guide.id]) == {}
+
+
+def test_a_version_1_store_gets_its_recommendation_index_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    guide = doc(DAVE, title="guide", root=b"g" * 32)
+    says = [vouch(BOB, guide), vouch(CAROL, guide, t=T0 + 9), rec(BOB, "about a thing")]
+    with Store.open(path) as opened:
+        opened.ingest([guide, *says])
+    db = sqlite3.connect(path)  # back to how version 1 left it: no index of subjects
+    db.execute("DROP TABLE rec_subjects")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+    with Store.open(path) as reopened:
+        found = reopened.recommenders([pub(BOB), pub(CAROL)], [guide.id])
+        assert reopened.schema_version == schema.current_version()
+
+    assert [r.id for r in found[guide.id]] == [says[1].id, says[0].id]
 
 
 def test_reposts_of_finds_every_repost_embedding_a_record_at_any_depth(store: Store) -> None:
