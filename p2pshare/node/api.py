@@ -192,7 +192,8 @@ class LibraryApi:
         Params: ``limit``, ``offset``, ``snapshot`` (from an earlier page: page the same
         snapshot), ``count`` (false: skip counting the whole feed; ``total`` is then None).
         Each view carries ``trust`` (0 me, 1 followed, 2 two hops, 3 others) and
-        ``recommended_by``: how many people I follow recommend what it is about.
+        ``recommended_by``: how many people I follow recommend what it is about
+        (``recommended_by_me``: whether I do).
         """
         lib = self.library
         me = lib.identity.public_key
@@ -206,14 +207,14 @@ class LibraryApi:
         )
         followed = lib.store.following(me) - {me}
         about = {record.id: {record.id, root_original(record).id} for record, _ in page.items}
-        vouched = lib.store.vouchers(followed, set().union(*about.values()))
+        vouched = lib.store.vouchers(followed | {me}, set().union(*about.values()))
         views = []
         for record, distance in page.items:
             view = self.view(record)
             view["trust"] = distance
-            view["recommended_by"] = len(
-                set().union(*(vouched.get(s, ()) for s in about[record.id]))
-            )
+            vouchers = set().union(*(vouched.get(s, ()) for s in about[record.id]))
+            view["recommended_by"] = len(vouchers - {me})
+            view["recommended_by_me"] = me in vouchers
             views.append(view)
         return {"records": views, "total": page.total, "snapshot": page.snapshot}
 

@@ -137,8 +137,10 @@ def _subject(body: dict[str, Any]) -> str:
 
 
 def vouched(view: dict[str, Any]) -> str:
-    """The "recommended by N you follow" cell."""
+    """The "recommended by" cell: N you follow, and you."""
     count = int(view.get("recommended_by") or 0)
+    if view.get("recommended_by_me"):
+        return f"you + {count}" if count else "you"
     return f"{count} you follow" if count else ""
 
 

@@ -49,6 +49,10 @@ def test_feed_views_carry_trust_and_how_many_people_i_follow_recommend_them(
 
     by_id = {v["id"]: v for v in page["records"]}
     assert by_id[guide]["trust"] == 0 and by_id[guide]["recommended_by"] == 1
+    assert by_id[guide]["recommended_by_me"] is False
+    api.call("recommend", {"target": guide, "text": "mine, and good"})
+    again = {v["id"]: v for v in api.call("feed", {"limit": 10})["records"]}
+    assert again[guide]["recommended_by"] == 1 and again[guide]["recommended_by_me"] is True
     assert page["total"] == 3 and isinstance(page["snapshot"], int)
     later = api.call(
         "feed", {"limit": 10, "offset": 1, "snapshot": page["snapshot"], "count": False}

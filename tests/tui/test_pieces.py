@@ -65,6 +65,13 @@ def test_vouches_text_lists_recommenders_nearest_first_and_reposters() -> None:
     assert "Nobody you follow" in R.vouches_text({"recommended_by": [], "reposted_by": []})
 
 
+def test_the_recommended_by_cell_counts_people_you_follow_and_says_you() -> None:
+    assert R.vouched({"recommended_by": 0}) == ""
+    assert R.vouched({"recommended_by": 2}) == "2 you follow"
+    assert R.vouched({"recommended_by": 0, "recommended_by_me": True}) == "you"
+    assert R.vouched({"recommended_by": 3, "recommended_by_me": True}) == "you + 3"
+
+
 def test_titles_say_what_a_line_is_about() -> None:
     assert R.title(doc_view(3)) == "Repair guide 3"
     assert R.title(rec_view("Lovely")) == "https://example.org ****: Lovely"
