@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from p2pshare.tui.client import NodeClient
 NODE_START_TIMEOUT = 60.0
 NODE_STOP_TIMEOUT = 8.0
 INIT_TIMEOUT = 60.0
+LOG_BYTES = 1_000_000  # tui.log is rotated at this size (one old file kept)
 
 
 class LaunchError(Exception):
@@ -134,7 +136,7 @@ def remote_argv(host: str) -> list[str]:
     return ["ssh", "-T", "-o", "BatchMode=yes", host, "p2pshare", "control-stdio"]
 
 
-class _QuietFileHandler(logging.FileHandler):
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
     """A log file that never complains on stderr (which would draw over the screen)."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -154,7 +156,9 @@ def route_logging(log_file: Path | None) -> None:
     if log_file is None:
         root.addHandler(logging.NullHandler())
     else:
-        to_file = _QuietFileHandler(log_file, delay=True, encoding="utf-8")
+        to_file = _QuietFileHandler(
+            log_file, maxBytes=LOG_BYTES, backupCount=1, delay=True, encoding="utf-8"
+        )
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(to_file)
     root.setLevel(logging.INFO)
