@@ -77,9 +77,25 @@ def configure_libp2p_logging(handler: logging.Handler | None, level: int = loggi
             child.setLevel(logging.NOTSET)
     for old in list(lib_logger.handlers):
         lib_logger.removeHandler(old)
+    if handler is not None and not any(
+        isinstance(f, _StreamFailureFilter) for f in handler.filters
+    ):
+        handler.addFilter(_StreamFailureFilter())
     lib_logger.addHandler(handler if handler is not None else logging.NullHandler())
     lib_logger.setLevel(level)
     lib_logger.propagate = False
+
+
+class _StreamFailureFilter(logging.Filter):
+    """Drops py-libp2p's nine-line ERROR for each stream it could not open (a peer without our
+    protocol, a peer that left mid-negotiation): the caller gets StreamFailure and our code logs
+    what it means in one line, so on a long-running node these only buried the real errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "libp2p.host.basic_host"
+            and str(record.msg).startswith("Failed to open stream to peer")
+        )
 
 
 def connection_config() -> ConnectionConfig:

@@ -235,6 +235,15 @@ def test_libp2p_logs_go_to_our_handler_and_never_to_stderr(
     assert capsys.readouterr().err == ""
 
 
+def test_libp2p_stream_open_failures_stay_out_of_the_log(restore_libp2p_logging: None) -> None:
+    handler = ListHandler()
+    configure_libp2p_logging(handler, logging.WARNING)
+    host_logger = logging.getLogger("libp2p.host.basic_host")
+    host_logger.error("Failed to open stream to peer QmX:\n  Error: protocol not supported")
+    host_logger.error("something else broke")
+    assert [r.getMessage() for r in handler.records] == ["something else broke"]
+
+
 def test_libp2p_logs_can_be_silenced(
     restore_libp2p_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
