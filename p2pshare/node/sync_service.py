@@ -312,11 +312,14 @@ class SyncService:
                 logger.exception("sync: syncing with %s failed", peer_id)
 
     async def _periodic(self) -> None:
+        """Every interval, sync with each connected peer we start with (the lower id, as on
+        connect): one session serves both directions, so the other side need not start one."""
         while True:
             jitter = random.uniform(1 - INTERVAL_JITTER, 1 + INTERVAL_JITTER)
             await trio.sleep(self._interval * jitter)
-            for peer in self._host.get_connected_peers():
-                self.request_sync(str(peer))
+            for peer in map(str, self._host.get_connected_peers()):
+                if self._own_id < peer:
+                    self.request_sync(peer)
 
     # --- initiating -----------------------------------------------------------------------------
 
@@ -564,8 +567,17 @@ class SyncService:
         """
         send, receive = trio.open_memory_channel[list[bytes]](INGEST_QUEUE_FRAMES)
         failure: Exception | None = None
+
+        async def ingest() -> None:
+            nonlocal failure
+            try:
+                await self._ingest_loop(receive, channel.stats)
+            except StoreError as exc:  # raised inside the nursery it would come out as a group
+                failure = exc
+                nursery.cancel_scope.cancel()
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ingest_loop, receive, channel.stats)
+            nursery.start_soon(ingest)
             async with send:
                 try:
                     await self._fetch(channel, fetcher, send)

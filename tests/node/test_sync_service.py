@@ -22,7 +22,7 @@ from libp2p.peer.id import ID
 from nacl.signing import SigningKey
 
 from p2pshare.node.identity import Identity
-from p2pshare.node.store import IngestResult, Store
+from p2pshare.node.store import IngestResult, Store, StoreError
 from p2pshare.node.streams import FramedStream, FrameError
 from p2pshare.node.sync_service import (
     PROTOCOL,
@@ -243,6 +243,9 @@ async def test_periodic_sync_picks_up_new_records_without_a_new_connection(swarm
         DEADLINE,
         "the periodic session to complete",
     )
+    starter, other = (a, b) if a.peer_id < b.peer_id else (b, a)
+    assert starter.sync.counters.initiated >= 1
+    assert other.sync.counters.initiated == 0  # one session per pair serves both ways
 
 
 # --- communities and refusals ---------------------------------------------------------------------
@@ -456,6 +459,23 @@ async def test_a_bad_first_frame_is_charged_and_the_responder_keeps_serving(
     assert responder.invalid == [(rogue.peer_id, reason)]
     await sync(rogue, responder)
     assert rogue.ids() == responder.ids()
+
+
+async def test_a_store_that_cannot_save_fails_the_session_and_is_counted(
+    swarm: Swarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await swarm.pair()
+    b.add(make_records(10))
+
+    def cannot_save(*args: object, **kwargs: object) -> IngestResult:
+        raise StoreError("the store could not save the change")
+
+    monkeypatch.setattr(a.store, "ingest_wire", cannot_save)
+
+    with pytest.raises(SyncFailed, match="store error"):
+        await sync(a, b)
+    assert a.sync.counters.failed == 1
+    assert a.invalid == []  # our own disk is nobody's fault
 
 
 async def test_a_peer_that_stops_answering_fails_the_sync_within_the_read_timeout(
