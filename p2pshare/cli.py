@@ -245,7 +245,7 @@ def cmd_node(args: argparse.Namespace, data_dir: DataDir) -> int:
 def cmd_tui(args: argparse.Namespace, data_dir: DataDir) -> int:
     from p2pshare.tui.launch import Launch, init_argv, node_argv, remote_argv, run
 
-    log_file = data_dir.root / "tui.log" if data_dir.root.is_dir() else None
+    log_file = data_dir.root / "tui.log"  # lines are dropped while the data dir does not exist
     if args.remote:
         return run(Launch(remote=remote_argv(args.remote)), log_file=log_file)
     if args.attach:
@@ -261,7 +261,7 @@ def cmd_tui(args: argparse.Namespace, data_dir: DataDir) -> int:
         init_argv=init_argv(data_dir.root),
         keep_running=args.keep_running,
     )
-    return run(launch, first_run=first_run, log_file=data_dir.root / "tui.log")
+    return run(launch, first_run=first_run, log_file=log_file)
 
 
 def cmd_control_stdio(args: argparse.Namespace, data_dir: DataDir) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from p2pshare.node.bundles import export_bundle, import_bundle
-from p2pshare.node.library import Library, LibraryError
-from p2pshare.protocol.keys import KeyFormatError, parse_public_key, peer_id_from_public_key
+from p2pshare.node.library import Library, LibraryError, name_in
+from p2pshare.protocol.keys import peer_id_from_public_key
 from p2pshare.protocol.records import DOC, REC, SUBJECT_RECORD, Record, root_original
 from p2pshare.protocol.views import headline, jsonable, record_to_json
 
@@ -40,13 +40,6 @@ def _str_list(params: dict[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise LibraryError(f"{name} must be a list of text")
     return value
-
-
-def _public_key(text: str) -> bytes:
-    try:
-        return parse_public_key(text)
-    except KeyFormatError as exc:
-        raise LibraryError(str(exc)) from None
 
 
 def _opt_int(params: dict[str, Any], name: str) -> int | None:
@@ -246,7 +239,7 @@ class LibraryApi:
         store = lib.store
         me = lib.identity.public_key
         tiers = store.trust_tiers(me)
-        keys = {_public_key(k) for k in _str_list(p, "keys")}
+        keys = {lib.parse_key(k) for k in _str_list(p, "keys")}
         if p.get("following") is True:
             keys |= tiers[1]
         blocked = set(store.blocked())
@@ -259,7 +252,7 @@ class LibraryApi:
             people.append(
                 {
                     "peer_id": peer_id_from_public_key(key),
-                    "name": lib.display_name(key),
+                    "name": name_in(profile, key),
                     "profile": jsonable(profile),
                     "me": key == me,
                     "trust": next((d for d, t in enumerate(tiers) if key in t), 3),

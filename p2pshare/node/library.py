@@ -228,14 +228,14 @@ class Library:
         return self.publish(REPOST, body, community or original.community)
 
     def follow(self, key: str) -> Record:
-        return self.publish(FOLLOW, {"target": self._key(key)})
+        return self.publish(FOLLOW, {"target": self.parse_key(key)})
 
     def unfollow(self, key: str) -> Record:
-        return self.publish(UNFOLLOW, {"target": self._key(key)})
+        return self.publish(UNFOLLOW, {"target": self.parse_key(key)})
 
     def block(self, key: str) -> int:
         """Block locally: purge the author's records and refuse them from now on."""
-        author = self._key(key)
+        author = self.parse_key(key)
         if author == self.identity.public_key:
             raise LibraryError("you cannot block yourself")
         before = self.store.count()
@@ -243,7 +243,7 @@ class Library:
         return before - self.store.count()
 
     def unblock(self, key: str) -> None:
-        self.store.unblock(self._key(key))
+        self.store.unblock(self.parse_key(key))
 
     def retract(self, ident: str) -> Record:
         target = self.find(ident)
@@ -252,7 +252,8 @@ class Library:
         return self.publish(RETRACT, {"target": target.id}, target.community)
 
     @staticmethod
-    def _key(text: str) -> bytes:
+    def parse_key(text: str) -> bytes:
+        """A peer id or hex public key from a person, or a LibraryError saying what is wrong."""
         try:
             return parse_public_key(text)
         except KeyFormatError as exc:
@@ -282,10 +283,7 @@ class Library:
         return record
 
     def display_name(self, author: bytes) -> str:
-        profile = self.store.profile(author)
-        if profile and profile.get("name"):
-            return str(profile["name"])
-        return peer_id_from_public_key(author)[-8:]
+        return name_in(self.store.profile(author), author)
 
     def describe_document(self, record: Record) -> str:
         root = root_original(record).body["root"]
@@ -304,3 +302,10 @@ def _plain_filename(name: str) -> str:
     """The file's name as peers will see it: no control characters, within the limit."""
     cleaned = "".join(c if c >= " " and c != "\x7f" else "_" for c in name)
     return cleaned[: L.MAX_FILENAME_CHARS]
+
+
+def name_in(profile: dict[str, Any] | None, author: bytes) -> str:
+    """The profile's name, else the end of the peer id (what people see for an author)."""
+    if profile and profile.get("name"):
+        return str(profile["name"])
+    return peer_id_from_public_key(author)[-8:]
