@@ -50,3 +50,24 @@ def normalise_licence(text: str) -> str | None:
 
 def allows_redistribution(licence: str) -> bool:
     return licence in _REDISTRIBUTABLE
+
+
+def licence_terms(licence: str) -> str:
+    """What a licence lets people here do, in one sentence for people."""
+    if licence == ALL_RIGHTS_RESERVED:
+        return (
+            "The author keeps every right: you may read it and recommend it, but not republish it."
+        )
+    if not allows_redistribution(licence):
+        return "It is not a licence p2pshare knows; it cannot be republished."
+    limits = [
+        words
+        for mark, words in (
+            ("-NC", "not for commercial use"),
+            ("-ND", "unchanged"),
+            ("-SA", "adaptations under the same licence"),
+        )
+        if mark in licence
+    ]
+    extra = f" ({', '.join(limits)})" if limits else ""
+    return f"Anyone may republish it, crediting the author{extra}."

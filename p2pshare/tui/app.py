@@ -151,7 +151,7 @@ class P2PShareApp(App[None]):
         status = await self.call_node("status")
         if status is not None:
             self._me = str(status.get("peer_id", ""))
-            self.sub_title = f"{self._me[:8]}…{self._me[-6:]}"
+            self.sub_title = R.short_peer(self._me)
         peers = await self.call_node("peers")
         if peers is not None:
             self.connected = {p["peer_id"] for p in peers["peers"] if p.get("connected")}
@@ -421,7 +421,7 @@ class P2PShareApp(App[None]):
             result = await self.call_node("join", code=code)
             if result is not None:
                 peer = str(result.get("peer_id", ""))
-                self.notify(f"Joined {result.get('community')} with {peer[:8]}…{peer[-6:]}")
+                self.notify(f"Joined {result.get('community')} with {R.short_peer(peer)}")
 
         self.push_screen(TextPrompt("Join with an invite code", "p2ps1…"), done)
 

@@ -13,8 +13,6 @@ from typing import Any, Protocol, cast
 from textual.dom import DOMNode
 from textual.widget import Widget
 
-from p2pshare.tui.live import Batch
-
 
 class NodeApp(Protocol):
     async def call_node(self, method: str, /, **params: Any) -> Any: ...
@@ -23,10 +21,6 @@ class NodeApp(Protocol):
     def my_peer_id(self) -> str: ...
 
     transfers: dict[str, dict[str, Any]]
-
-
-class Live(Protocol):
-    def apply(self, batch: Batch) -> None: ...
 
 
 def node(widget: DOMNode) -> NodeApp:
@@ -61,5 +55,7 @@ class Refresher:
                 await self.reload()
                 if not self.again:
                     return
+        except Exception as exc:  # a bug, not the node (call_node says why itself)
+            self.owner.app.notify(f"Could not refresh: {exc!r}", severity="error")
         finally:
             self.running = False

@@ -57,8 +57,11 @@ class CommunitiesScreen(Screen[None]):
         yield DataTable(cursor_type="row", id="communities-table")
         yield Footer()
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.refresher = Refresher(self, self.reload)  # events may come before the mount
+
     async def on_mount(self) -> None:
-        self.refresher = Refresher(self, self.reload)
         table = self.query_one(DataTable)
         table.add_columns("community")
         await self.reload()

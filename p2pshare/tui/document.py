@@ -35,7 +35,6 @@ class DocumentScreen(Screen[None]):
     def __init__(self, view: View) -> None:
         super().__init__()
         self.view = view
-        self.vouches: dict[str, Any] | None = None
         self.refresher = Refresher(self, self.refresh_from_node)
 
     def compose(self) -> ComposeResult:
@@ -75,9 +74,9 @@ class DocumentScreen(Screen[None]):
         if fresh is not None:
             fresh.setdefault("trust", self.view.get("trust", 3))
             self.refresh_view(fresh)
-        self.vouches = await node(self).call_node("vouches", id=self.view["id"])
+        vouches = await node(self).call_node("vouches", id=self.view["id"])
         self.query_one("#vouches", Static).update(
-            R.vouches_text(self.vouches) if self.vouches is not None else ""
+            R.vouches_text(vouches) if vouches is not None else ""
         )
 
     def refresh_view(self, view: View) -> None:

@@ -73,7 +73,7 @@ class FeedScreen(Screen[None]):
         if self._peers:
             parts.append(self._peers)
         if self.pending_new:
-            parts.append(f"[b]{self.pending_new:,} new[/b] — press n to show them")
+            parts.append(f"{self.pending_new:,} new — press n to show them")
         self.set_status("  ·  ".join(parts))
 
     def at_top(self) -> bool:

@@ -82,9 +82,7 @@ def cells(view: View, now_s: float | None = None) -> dict[str, str]:
 def line_text(values: dict[str, str], widths: list[tuple[Column, int]]) -> str:
     parts = []
     for column, width in widths:
-        text = values.get(column.key, "").replace("\n", " ")
-        if len(text) > width:
-            text = text[: width - 1] + "…"
+        text = R.short(values.get(column.key, "").replace("\n", " "), width)
         parts.append(set_cell_size(text, width))
     return " ".join(parts)
 
@@ -122,13 +120,6 @@ class RecordList(ScrollView, can_focus=True):
     RecordList > .record-list--far { color: $text-muted; }
     RecordList > .record-list--waiting { color: $text-disabled; }
     """
-
-    class Highlighted(Message):
-        def __init__(self, record_list: RecordList, row: int, view: View | None) -> None:
-            super().__init__()
-            self.record_list = record_list
-            self.row = row
-            self.view = view
 
     class Selected(Message):
         def __init__(self, record_list: RecordList, view: View) -> None:
@@ -209,7 +200,11 @@ class RecordList(ScrollView, can_focus=True):
 
     async def _load(self, page: int, generation: int) -> None:
         assert self.fetch is not None
-        views = await self.fetch(page * PAGE, PAGE)
+        try:
+            views = await self.fetch(page * PAGE, PAGE)
+        except Exception as exc:  # a bug, not the node (call_node says why itself)
+            self.app.notify(f"Could not load these records: {exc!r}", severity="error")
+            views = None
         if generation != self._generation:
             return  # the list was reset meanwhile: a stale page
         self._waiting.discard(page)
@@ -219,8 +214,6 @@ class RecordList(ScrollView, can_focus=True):
             self.pages[page] = views
             self._evict()
         self.refresh()
-        if page == self.cursor // PAGE:
-            self._post_highlight()
 
     def _evict(self) -> None:
         if len(self.pages) <= MAX_PAGES:
@@ -249,11 +242,6 @@ class RecordList(ScrollView, can_focus=True):
         self._want(row // PAGE)
         self._want((row + PREFETCH) // PAGE)
         self._want((row - PREFETCH) // PAGE)
-        if row != old:
-            self._post_highlight()
-
-    def _post_highlight(self) -> None:
-        self.post_message(self.Highlighted(self, self.cursor, self.selected_view()))
 
     def action_cursor(self, step: int) -> None:
         self.move_cursor(self.cursor + step)

@@ -7,7 +7,7 @@ import textwrap
 import time
 from typing import Any
 
-from p2pshare.protocol.licences import ALL_RIGHTS_RESERVED, allows_redistribution
+from p2pshare.protocol.licences import ALL_RIGHTS_RESERVED, allows_redistribution, licence_terms
 from p2pshare.protocol.views import size_text
 
 KIND_LABELS = {
@@ -59,23 +59,11 @@ def licence_cell(view: dict[str, Any]) -> str:
 
 
 def licence_sentence(licence_id: str, *, named: bool = True) -> str:
-    """What a licence lets people here do, in one sentence (``named``: starting with its id)."""
-    if licence_id == ALL_RIGHTS_RESERVED:
-        return (
-            "The author keeps every right: you may read it and recommend it, but not republish it."
-        )
-    if not allows_redistribution(licence_id):
-        return f"{licence_id} is not a licence p2pshare knows; it cannot be republished."
-    limits = []
-    if "-NC" in licence_id:
-        limits.append("not for commercial use")
-    if "-ND" in licence_id:
-        limits.append("unchanged")
-    if "-SA" in licence_id:
-        limits.append("adaptations under the same licence")
-    extra = f" ({', '.join(limits)})" if limits else ""
-    said = f"anyone may republish it, crediting the author{extra}."
-    return f"{licence_id}: {said}" if named else said[0].upper() + said[1:]
+    """``licence_terms``, starting with the licence's id when ``named``."""
+    said = licence_terms(licence_id)
+    if not named or licence_id == ALL_RIGHTS_RESERVED:
+        return said
+    return f"{licence_id}: {said[0].lower()}{said[1:]}"
 
 
 def republish_refusal(view: dict[str, Any]) -> str | None:
@@ -100,6 +88,11 @@ def author(view: dict[str, Any]) -> str:
 
 def short(text: str, width: int = 12) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def short_peer(peer_id: str) -> str:
+    """A peer id people can tell apart at a glance: its start and its end."""
+    return f"{peer_id[:8]}…{peer_id[-6:]}"
 
 
 def age(created_ms: int, now_s: float | None = None) -> str:

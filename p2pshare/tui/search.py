@@ -81,7 +81,7 @@ class SearchScreen(Screen[None]):
         if not found:
             status.update(f"Nothing found for {query!r}.")
         else:
-            many = " (the best 200)" if len(found) >= RESULTS else ""
+            many = f" (the best {RESULTS})" if len(found) >= RESULTS else ""
             status.update(f"{len(found)} found for {query!r}{many}; enter opens one.")
 
     def on_record_list_selected(self, event: RecordList.Selected) -> None:

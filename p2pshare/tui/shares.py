@@ -16,6 +16,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from p2pshare.protocol import limits as L
+from p2pshare.protocol.communities import DEFAULT_COMMUNITY
 from p2pshare.protocol.licences import ALL_RIGHTS_RESERVED, KNOWN_LICENCES, allows_redistribution
 from p2pshare.tui import records as R
 from p2pshare.tui.base import Refresher, node
@@ -97,7 +98,7 @@ class ShareForm(ModalScreen[View | None]):
                 ),
             )
             yield Static("", classes="note", id="licence-note")
-            yield field("community", Input(value="public", compact=True, id="community"))
+            yield field("community", Input(value=DEFAULT_COMMUNITY, compact=True, id="community"))
             yield Static("", id="form-error")
             with Horizontal(id="form-buttons"):
                 yield Button("Share", variant="primary", compact=True, id="share")
@@ -141,7 +142,7 @@ class ShareForm(ModalScreen[View | None]):
             "description": values["description"],
             "tags": parse_tags(values["tags"]),
             "licence": str(self.query_one("#licence", Select).value),
-            "community": self._value("community") or "public",
+            "community": self._value("community") or DEFAULT_COMMUNITY,
         }
         self.query_one("#form-error", Static).update("Sharing… (hashing a big file takes a moment)")
         result = await node(self).call_node("share", **params)
@@ -171,8 +172,11 @@ class MySharesScreen(Screen[None]):
     def rows(self) -> RecordList:
         return self.query_one(RecordList)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.refresher = Refresher(self, self.reload)  # events may come before the mount
+
     async def on_mount(self) -> None:
-        self.refresher = Refresher(self, self.reload)
         self.rows.focus()
         await self.reload()
 

@@ -341,6 +341,7 @@ async def test_new_records_while_scrolled_down_are_counted_and_n_shows_them() ->
         client.views.insert(0, doc_view(999))
         client.push("record-added", doc_view(999))
         await until(lambda: "1 new" in status_text(app), pilot, "the new-records count")
+        assert status_text(app).endswith("  ·  1 new — press n to show them")  # no markup
         assert app.feed.rows.cursor == 3 and feed_total(app) == 50
         await pilot.press("n")
         await until(lambda: feed_total(app) == 51, pilot, "the new record shown")
