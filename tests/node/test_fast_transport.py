@@ -100,7 +100,7 @@ async def test_fast_and_stock_sessions_interoperate_both_ways(
 
 
 async def test_a_tampered_message_fails_authentication_and_ends_the_connection() -> None:
-    """A flipped ciphertext bit is never delivered as data: the connection is dropped."""
+    """A flipped ciphertext bit fails authentication and the connection is dropped."""
     with trio.fail_after(TIMEOUT):
         async with _host(False) as (stock, _), _host(True) as (fast, addr):
             fast_id = await connect(stock, addr)

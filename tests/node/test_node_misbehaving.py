@@ -107,8 +107,9 @@ async def test_nothing_a_misbehaving_peer_sends_is_stored_and_the_download_compl
             await wait_until(lambda: invalid(victim, evil.peer_id) >= 2, DEADLINE, "gossip faults")
 
             # Sync: a frame whose declared length is over the limit.
-            stream = await evil.host.new_stream(victim.host.get_id(), [SYNC_PROTOCOL])
-            await stream.write(encode_uvarint(MAX_FRAME_BYTES + 1) + b"x" * 64)
+            with trio.fail_after(DEADLINE):
+                stream = await evil.host.new_stream(victim.host.get_id(), [SYNC_PROTOCOL])
+                await stream.write(encode_uvarint(MAX_FRAME_BYTES + 1) + b"x" * 64)
             await wait_until(
                 lambda: victim.counters.invalid_by_reason[REASON_BAD_FRAME] >= 1,
                 DEADLINE,

@@ -169,8 +169,15 @@ def test_any_follow_graph_and_any_page_size_give_the_models_order(
         assert whole_feed(store, pub(ALICE), page) == expected
 
 
-def test_the_feed_lists_documents_recommendations_and_reposts_only() -> None:
+def test_the_feed_lists_documents_recommendations_and_reposts_only(store: Store) -> None:
     assert set(FEED_KINDS) == {"doc", "rec", "repost"}
+    guide = doc(BOB, title="guide", root=b"g" * 32)
+    gone = rec(CAROL, "soon retracted")
+    store.ingest([guide, rec(BOB, "a thing"), repost(CAROL, guide), profile(BOB, "Bob")])
+    store.ingest([follow(ALICE, BOB), gone, retract(CAROL, gone)])
+    page = store.feed(pub(ALICE), limit=50)
+    assert sorted(r.kind for r, _ in page.items) == ["doc", "rec", "repost"]
+    assert page.total == 3
 
 
 # --- who vouches ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -44,16 +45,20 @@ def test_workers_exit_when_their_node_is_killed_with_sigkill(tmp_path: Path) -> 
         text=True,
     )
     assert proc.stdout is not None
-    pids: list[int] = []
-    for line in proc.stdout:
-        if line.strip() == "ready":
-            break
-        pids.append(int(line))
-    assert len(pids) == 2, pids
-    assert all(_alive(pid) for pid in pids)
-
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    watchdog = threading.Timer(60, proc.kill)  # a script that hangs ends the read loop below
+    watchdog.start()
+    try:
+        pids: list[int] = []
+        for line in proc.stdout:
+            if line.strip() == "ready":
+                break
+            pids.append(int(line))
+        assert len(pids) == 2, pids
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        watchdog.cancel()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
 
     deadline = time.monotonic() + 20
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:

@@ -256,7 +256,7 @@ async def test_only_documents_download() -> None:
 
 
 @on_asyncio
-async def test_follow_reorders_the_feed_and_block_asks_then_drops_their_records() -> None:
+async def test_follow_reloads_the_feed_and_block_asks_then_drops_their_records() -> None:
     client = FakeClient([doc_view(0), doc_view(1, author="12D3KooWSpam", trust=3)])
     app = make_app(client)
     async with app.run_test(size=SIZE) as pilot:

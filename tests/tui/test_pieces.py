@@ -110,7 +110,7 @@ def test_events_no_screen_shows_make_no_batch() -> None:
 
 
 @given(st.integers(min_value=20, max_value=400))
-def test_columns_always_fit_and_the_title_keeps_room(width: int) -> None:
+def test_columns_fit_from_70_cells_and_the_title_keeps_room(width: int) -> None:
     widths = layout(width)
     used = sum(w for _, w in widths) + len(widths) - 1
     keys = [c.key for c, _ in widths]

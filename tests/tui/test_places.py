@@ -3,10 +3,15 @@ the share form, profile, first-run welcome, help and the command palette."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual.widgets import Button, DataTable, Input, Select, Static
 
+from p2pshare.node.api import LibraryApi
+from p2pshare.node.library import Library
+from p2pshare.protocol.keys import peer_id_from_public_key
 from p2pshare.tui.communities import CommunitiesScreen, InviteScreen
 from p2pshare.tui.dialogs import Confirm, HelpScreen, TextPrompt, WelcomeScreen
 from p2pshare.tui.document import DocumentScreen
@@ -382,22 +387,21 @@ async def test_ctrl_r_reloads_the_screen_in_front() -> None:
         await until(lambda: len(client.called("people")) == 2, pilot, "peers again")
 
 
-def test_fake_answers_like_the_node() -> None:
-    """The fake's shapes are the control API's."""
+def test_fake_answers_like_the_node(make_library: Callable[..., Library], tmp_path: Path) -> None:
+    """The fake's answers have the shapes of the real control API's (a real library here)."""
     import asyncio
+
+    api = LibraryApi(make_library("me"))
+    guide = tmp_path / "guide.md"
+    guide.write_text("# Guide\n")
+    api.call("share", {"path": str(guide), "title": "Guide", "licence": "CC-BY-4.0"})
+    me = peer_id_from_public_key(api.library.identity.public_key)
+    real_feed = api.call("feed", {"limit": 5})
+    real_person = api.call("people", {"keys": [me]})["people"][0]
 
     client = FakeClient([doc_view(0)])
     feed = asyncio.run(client.call("feed", limit=5, offset=0))
-    assert set(feed) == {"records", "total", "snapshot"}
     people = asyncio.run(client.call("people", keys=[ANNA]))["people"][0]
-    assert set(people) == {
-        "peer_id",
-        "name",
-        "profile",
-        "me",
-        "trust",
-        "following",
-        "follows_me",
-        "blocked",
-        "records",
-    }
+    assert set(feed) == set(real_feed) == {"records", "total", "snapshot"}
+    assert set(people) == set(real_person)
+    assert set(feed["records"][0]) <= set(real_feed["records"][0])  # nothing the node lacks

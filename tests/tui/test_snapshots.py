@@ -25,6 +25,7 @@ from textual.widgets import Input
 from p2pshare.tui import records
 from p2pshare.tui.app import P2PShareApp
 from tests.tui.fake import ANNA, BEN, FakeClient, doc_view, rec_view
+from tests.tui.helpers import started
 
 SIZE = (120, 30)
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -100,10 +101,7 @@ def snapshot(
 
         app = P2PShareApp(connect)  # type: ignore[arg-type]
         async with app.run_test(size=size) as pilot:
-            for _ in range(500):
-                if app.feed.loaded and fake.subscribed.is_set():
-                    break
-                await pilot.pause(0.02)
+            await started(app, fake, pilot)
             await steps(pilot, app)
             await pilot.pause(0.2)
             await pilot.wait_for_scheduled_animations()
