@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -51,8 +51,13 @@ from nacl.signing import SigningKey
 
 from p2pshare.node.host import configure_libp2p_logging, connect, listen_addrs, open_host
 from p2pshare.node.identity import Identity
-from p2pshare.node.store import IngestResult, Store, rebuild_record
-from p2pshare.node.sync_service import INGEST_BATCH_RECORDS, SyncService, SyncStats
+from p2pshare.node.store import Store, rebuild_record
+from p2pshare.node.sync_service import (
+    INGEST_BATCH_RECORDS,
+    SyncService,
+    SyncStats,
+    store_from_peer,
+)
 from p2pshare.protocol.records import (
     REC,
     SIGNATURE_DOMAIN,
@@ -151,24 +156,21 @@ async def open_side(stack: AsyncExitStack, name: str, directory: Path) -> Side:
     limiter = trio.CapacityLimiter(1)
     invalid: list[tuple[str, str]] = []
     busy: dict[str, float] = {}
-    ingest_wire = timed(busy, "ingest", store.ingest_wire)
     # instance attributes shadow the methods: the service's calls are timed too
+    store.ingest_wire = timed(busy, "ingest", store.ingest_wire)  # type: ignore[method-assign]
     store.get_wires = timed(busy, "serve_lookup", store.get_wires)  # type: ignore[method-assign]
     store.range_items = timed(busy, "snapshot_query", store.range_items)  # type: ignore[method-assign]
 
-    async def ingest(wires: Sequence[bytes], peer_id: str) -> IngestResult:
-        fn = partial(ingest_wire, list(wires), now=now_ms())
-        result: IngestResult = await trio.to_thread.run_sync(fn, limiter=limiter)
-        invalid.extend((peer_id, r.value) for r, n in result.rejected.items() for _ in range(n))
-        return result
+    def charge(peer_id: str, reason: str) -> None:
+        invalid.append((peer_id, str(reason)))
 
     service = SyncService(
         host,
         communities=lambda: {COMMUNITY},
         store=store,
         store_limiter=limiter,
-        ingest=ingest,
-        on_invalid=lambda peer_id, reason: invalid.append((peer_id, reason)),
+        ingest=partial(store_from_peer, store, limiter, on_invalid=charge),
+        on_invalid=charge,
         sync_timeout=SYNC_DEADLINE,
     )
     service.start()

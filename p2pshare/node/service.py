@@ -29,7 +29,7 @@ from p2pshare.node.host import ConnectError, connect, listen_addrs, open_host
 from p2pshare.node.library import Library, LibraryError
 from p2pshare.node.peerbook import PeerBook
 from p2pshare.node.store import IngestResult
-from p2pshare.node.sync_service import SYNC_INTERVAL, SyncService
+from p2pshare.node.sync_service import SYNC_INTERVAL, SyncService, store_from_peer
 from p2pshare.node.transfer_service import DownloadError, DownloadProgress, TransferService
 from p2pshare.protocol.bundles import BundleError
 from p2pshare.protocol.communities import normalise_community
@@ -205,12 +205,9 @@ class Node:
 
     async def ingest_wires(self, wires: Sequence[bytes], peer_id: str) -> IngestResult:
         """Records from a peer (sync): decoded, verified and stored; bad ones charged to it."""
-        store = self.library.store
-        result = await self.blocking(partial(store.ingest_wire, list(wires), now=now_ms()))
+        store, limiter = self.library.store, self.store_limiter
+        result = await store_from_peer(store, limiter, wires, peer_id, self.report_invalid)
         self._drop_orphans(result)
-        for reason, count in result.rejected.items():
-            for _ in range(count):
-                self.report_invalid(peer_id, reason)
         await self._announce(result)
         return result
 

@@ -52,6 +52,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -71,6 +72,7 @@ from p2pshare.node.streams import (
 )
 from p2pshare.protocol import sync_session as session
 from p2pshare.protocol.communities import is_community
+from p2pshare.protocol.records import now_ms
 from p2pshare.protocol.sync import Reconciler, Role, SortedSyncSet, SyncProtocolError
 from p2pshare.protocol.sync_session import (
     Done,
@@ -107,6 +109,23 @@ REASON_BAD_FRAME = "sync-bad-frame"  # a frame over the limit, or a malformed le
 
 Ingest = Callable[[Sequence[bytes], str], Awaitable[IngestResult]]
 OnInvalid = Callable[[str, str], None]
+
+
+async def store_from_peer(
+    store: Store,
+    limiter: trio.CapacityLimiter,
+    wires: Sequence[bytes],
+    peer_id: str,
+    on_invalid: OnInvalid,
+) -> IngestResult:
+    """Store records a peer sent (each checked by the store, against the clock now) on the
+    store's thread, and charge every one the store refuses to that peer: an ``Ingest``'s core."""
+    fn = partial(store.ingest_wire, list(wires), now=now_ms())
+    result = await trio.to_thread.run_sync(fn, limiter=limiter)
+    for reason, count in result.rejected.items():
+        for _ in range(count):
+            on_invalid(peer_id, reason)
+    return result
 
 
 class SyncError(Exception):

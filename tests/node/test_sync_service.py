@@ -31,9 +31,10 @@ from p2pshare.node.sync_service import (
     SyncRefused,
     SyncService,
     SyncStats,
+    store_from_peer,
 )
 from p2pshare.protocol import sync_session as S
-from p2pshare.protocol.records import REC, Record, create_record, now_ms
+from p2pshare.protocol.records import REC, Record, create_record
 from p2pshare.protocol.sync import Reconciler, Role, SortedSyncSet
 from tests.netfixtures import Net, Peer, wait_until
 
@@ -115,21 +116,17 @@ class Swarm:
         side = Side(name, peer, store, set(communities))
         limiter = trio.CapacityLimiter(1)
 
-        async def ingest(wires: Sequence[bytes], peer_id: str) -> IngestResult:
-            """What the Node's ingest_wires does: store, and charge what the store refuses."""
-            fn = partial(store.ingest_wire, list(wires), now=now_ms())
-            result = await trio.to_thread.run_sync(fn, limiter=limiter)
-            for reason, count in result.rejected.items():
-                side.invalid.extend([(peer_id, reason.value)] * count)
-            return result
+        def charge(peer_id: str, reason: str) -> None:
+            side.invalid.append((peer_id, str(reason)))
 
+        ingest = partial(store_from_peer, store, limiter, on_invalid=charge)
         side.service = SyncService(
             peer.host,
             communities=lambda: side.communities,
             store=store,
             store_limiter=limiter,
             ingest=ingest,
-            on_invalid=lambda peer_id, reason: side.invalid.append((peer_id, reason)),
+            on_invalid=charge,
             **options,  # type: ignore[arg-type]
         )
         if run:
