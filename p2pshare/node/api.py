@@ -13,6 +13,7 @@ from typing import Any
 
 from p2pshare.node.bundles import export_bundle, import_bundle
 from p2pshare.node.library import Library, LibraryError, name_in
+from p2pshare.node.store import STRANGER, trust_distances
 from p2pshare.protocol.keys import peer_id_from_public_key
 from p2pshare.protocol.records import DOC, REC, SUBJECT_RECORD, Record, root_original
 from p2pshare.protocol.views import headline, jsonable, record_to_json
@@ -216,8 +217,7 @@ class LibraryApi:
         follow (nearest first), and every repost of it we hold (each with its chain)."""
         lib = self.library
         record = root_original(lib.find(_str(p, "id")))
-        tiers = lib.store.trust_tiers(lib.identity.public_key)
-        distance = {a: d for d, authors in reversed(list(enumerate(tiers))) for a in authors}
+        distance = trust_distances(lib.store.trust_tiers(lib.identity.public_key))
         recs = lib.store.recommenders(distance, [record.id]).get(record.id, [])
         recs.sort(key=lambda r: distance[r.author])
         reposts = lib.store.reposts_of(record.id)
@@ -225,7 +225,7 @@ class LibraryApi:
         for key, records in (("recommended_by", recs), ("reposted_by", reposts)):
             for found in records[:MAX_PAGE]:
                 view = self.view(found)
-                view["trust"] = distance.get(found.author, 3)
+                view["trust"] = distance.get(found.author, STRANGER)
                 out[key].append(view)
         return out
 
@@ -239,6 +239,7 @@ class LibraryApi:
         store = lib.store
         me = lib.identity.public_key
         tiers = store.trust_tiers(me)
+        distance = trust_distances(tiers)
         keys = {lib.parse_key(k) for k in _str_list(p, "keys")}
         if p.get("following") is True:
             keys |= tiers[1]
@@ -255,7 +256,7 @@ class LibraryApi:
                     "name": name_in(profile, key),
                     "profile": jsonable(profile),
                     "me": key == me,
-                    "trust": next((d for d, t in enumerate(tiers) if key in t), 3),
+                    "trust": distance.get(key, STRANGER),
                     "following": key in tiers[1],
                     "follows_me": key in followers,
                     "blocked": key in blocked,

@@ -44,7 +44,7 @@ from libp2p.security.secure_session import SecureSession
 logger = logging.getLogger(__name__)
 
 RECV_BYTES = 256 * 1024  # asked of the socket per read: several whole Noise messages
-WRITE_SHIELD_TIMEOUT = 10.0  # as host.WRITE_SHIELD_TIMEOUT
+WRITE_SHIELD_TIMEOUT = 10.0  # a shielded Noise write (here and host._make_secure_writes_atomic)
 _LENGTH_BYTES = 2
 _TAG_BYTES = 16
 _MAX_NONCE = 2**64 - 1  # the Noise spec reserves the last value

@@ -38,7 +38,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 from multiaddr import Multiaddr
 
-from p2pshare.node.fast_noise import FastNoiseTransport
+from p2pshare.node.fast_noise import WRITE_SHIELD_TIMEOUT, FastNoiseTransport
 from p2pshare.node.identity import Identity
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,6 @@ def connection_config() -> ConnectionConfig:
         max_connections_per_peer=1,
         dial_timeout=DIAL_TIMEOUT,
     )
-
-
-WRITE_SHIELD_TIMEOUT = 10.0
 
 
 def _make_secure_writes_atomic() -> None:

@@ -101,6 +101,12 @@ Decoded = Record | Reason
 
 FEED_MAX_SECOND_HOP = 2000  # authors two follows away that rank above strangers
 FEED_KINDS = (DOC, REC, REPOST)  # what the feed lists (not profiles, follows, retracts)
+STRANGER = 3  # the trust distance of anyone beyond two follows
+
+
+def trust_distances(tiers: list[set[bytes]]) -> dict[bytes, int]:
+    """Author -> trust distance, from ``Store.trust_tiers`` (disjoint tiers); others: STRANGER."""
+    return {author: distance for distance, authors in enumerate(tiers) for author in authors}
 
 
 @dataclass
@@ -880,7 +886,7 @@ class Store:
                 if len(items) >= limit:
                     break
                 marks = ",".join("?" * len(authors))
-                where = f"author {'NOT IN' if distance == 3 else 'IN'} ({marks}) AND {scope}"
+                where = f"author {'NOT IN' if distance == STRANGER else 'IN'} ({marks}) AND {scope}"
                 params: list[Any] = [*sorted(authors), upto]
                 if distance < 3:
                     if not authors:
